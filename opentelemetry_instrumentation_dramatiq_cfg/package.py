@@ -1,0 +1,1 @@
+_instruments = ("dramatiq >= 1.17, < 3",)
