@@ -1,0 +1,162 @@
+"""Options of the instrumentation, from keyword arguments or ``OTEL_PYTHON_DRAMATIQ_*`` variables.
+
+A keyword argument wins over its environment variable; a value that cannot be understood raises
+:class:`ValueError` naming the option, so a typo fails at start-up instead of silently changing
+what is traced.
+
+================================================  =====================================  =========
+Option (keyword argument)                         Environment variable                   Default
+================================================  =====================================  =========
+``tracer_provider``                               (global provider)                      global
+``meter_provider``                                (global provider)                      global
+``excluded_actors`` (iterable of actor names)     ``OTEL_PYTHON_DRAMATIQ_EXCLUDED_ACTORS``  none
+``excluded_queues`` (iterable of queue names)     ``OTEL_PYTHON_DRAMATIQ_EXCLUDED_QUEUES``  none
+``use_links`` (bool)                              ``OTEL_PYTHON_DRAMATIQ_USE_LINKS``        false
+``publish_hook`` (callable or dotted path)        --                                     none
+``process_hook`` (callable or dotted path)        --                                     none
+``capture_args`` (bool)                           ``OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS``     false
+``capture_args_max_length`` (int > 0)             ``OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS_MAX_LENGTH``  1024
+``traces_enabled`` (bool)                         ``OTEL_PYTHON_DRAMATIQ_TRACES_ENABLED``   true
+``metrics_enabled`` (bool)                        ``OTEL_PYTHON_DRAMATIQ_METRICS_ENABLED``  true
+================================================  =====================================  =========
+
+Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Union
+
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, TracerProvider
+
+if TYPE_CHECKING:
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+#: A message as hooks see it: the ``Message`` being sent, or the ``MessageProxy`` being processed.
+AnyMessage = Union["Message[Any]", "MessageProxy"]
+#: ``hook(span, message)``: called with the send span (publish) or the process span (process).
+Hook = Callable[[Span, AnyMessage], None]
+
+ENV_PREFIX: Final = "OTEL_PYTHON_DRAMATIQ_"
+DEFAULT_CAPTURE_ARGS_MAX_LENGTH: Final = 1024
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+@dataclass(frozen=True)
+class Options:
+    """The resolved options of one :class:`~.middleware.OpenTelemetryMiddleware`."""
+
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    excluded_actors: frozenset[str] = frozenset()
+    excluded_queues: frozenset[str] = frozenset()
+    use_links: bool = False
+    publish_hook: Hook | None = None
+    process_hook: Hook | None = None
+    capture_args: bool = False
+    capture_args_max_length: int = DEFAULT_CAPTURE_ARGS_MAX_LENGTH
+    traces_enabled: bool = True
+    metrics_enabled: bool = True
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        excluded_actors: Iterable[str] | str | None = None,
+        excluded_queues: Iterable[str] | str | None = None,
+        use_links: bool | None = None,
+        publish_hook: Hook | str | None = None,
+        process_hook: Hook | str | None = None,
+        capture_args: bool | None = None,
+        capture_args_max_length: int | None = None,
+        traces_enabled: bool | None = None,
+        metrics_enabled: bool | None = None,
+    ) -> Options:
+        """Options from keyword arguments, falling back to the environment, then to defaults."""
+        max_length = capture_args_max_length
+        if max_length is None:
+            max_length = _env_int("CAPTURE_ARGS_MAX_LENGTH", DEFAULT_CAPTURE_ARGS_MAX_LENGTH)
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError(f"capture_args_max_length must be a positive integer, got {max_length!r}")
+        return cls(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            excluded_actors=_names("excluded_actors", excluded_actors),
+            excluded_queues=_names("excluded_queues", excluded_queues),
+            use_links=_flag("use_links", use_links, default=False),
+            publish_hook=_hook("publish_hook", publish_hook),
+            process_hook=_hook("process_hook", process_hook),
+            capture_args=_flag("capture_args", capture_args, default=False),
+            capture_args_max_length=max_length,
+            traces_enabled=_flag("traces_enabled", traces_enabled, default=True),
+            metrics_enabled=_flag("metrics_enabled", metrics_enabled, default=True),
+        )
+
+
+def _env_name(option: str) -> str:
+    return ENV_PREFIX + option.upper()
+
+
+def _flag(option: str, value: bool | None, *, default: bool) -> bool:
+    if value is not None:
+        if not isinstance(value, bool):
+            raise ValueError(f"{option} must be True or False, got {value!r}")
+        return value
+    raw = os.environ.get(_env_name(option))
+    if raw is None:
+        return default
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{_env_name(option)} must be true or false, got {raw!r}")
+
+
+def _env_int(option: str, default: int) -> int:
+    raw = os.environ.get(_env_name(option))
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{_env_name(option)} must be an integer, got {raw!r}") from None
+
+
+def _names(option: str, value: Iterable[str] | str | None) -> frozenset[str]:
+    if value is None:
+        value = os.environ.get(_env_name(option), "")
+    if isinstance(value, str):
+        value = value.split(",")
+    names = []
+    for name in value:
+        if not isinstance(name, str):
+            raise ValueError(f"{option} must contain names (str), got {name!r}")
+        if name.strip():
+            names.append(name.strip())
+    return frozenset(names)
+
+
+def _hook(option: str, value: Hook | str | None) -> Hook | None:
+    if value is None or callable(value):
+        return value
+    if not isinstance(value, str) or "." not in value:
+        raise ValueError(f"{option} must be a callable or a dotted path 'module.function', got {value!r}")
+    module_name, _, attribute = value.rpartition(".")
+    try:
+        hook: Any = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{option}: cannot import {value!r}: {exc}") from exc
+    if not callable(hook):
+        raise ValueError(f"{option}: {value!r} is not callable")
+    return hook  # type: ignore[no-any-return]

@@ -1,0 +1,494 @@
+"""The Dramatiq middleware that turns broker and worker hooks into spans and metrics.
+
+:class:`OpenTelemetryMiddleware` is what ``DramatiqInstrumentor`` adds to every broker. It can also
+be listed by dotted path in a broker's middleware list (django_dramatiq's
+``DRAMATIQ_BROKER["MIDDLEWARE"]``); put it first so its process span encloses the other middleware
+and it sees what Retries decided.
+
+Producer side: ``before_enqueue`` starts a ``send {queue}`` PRODUCER span and injects its context into
+``message.options``; ``after_enqueue`` ends it; if the broker raises, the instrumentor's enqueue
+wrapper ends it with ERROR (see :func:`abandon_sends`). A message that already carries a creation
+context (a retry, a delayed message coming due) keeps it: a retry gets a send span of its own, child
+of the failed attempt, and a delayed message moved by the worker gets none.
+
+Consumer side: ``before_process_message`` extracts the context and starts a ``process {queue}``
+CONSUMER span, current while the actor runs; ``after_process_message``/``after_skip_message`` end it
+with the outcome and always restore the thread's previous context.
+"""
+
+from __future__ import annotations
+
+import logging
+import reprlib
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dramatiq import Middleware, Retry
+from dramatiq.common import current_millis, q_name
+from dramatiq.middleware import Retries
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+
+from . import propagation, semconv
+from .config import AnyMessage, Hook, Options
+from .metrics import Instruments, instruments_for
+from .version import __version__
+
+if TYPE_CHECKING:
+    from dramatiq import Broker, Message
+    from dramatiq.broker import MessageProxy
+    from dramatiq.worker import Worker
+
+_logger = logging.getLogger(__name__)
+
+#: Option key holding the time (epoch ms) a delayed message became due, kept across the move
+#: from the delay queue (which deletes Dramatiq's own ``eta``), for the queue-wait histogram.
+DUE_OPTION = "otel_due_ms"
+
+
+@dataclass
+class _Send:
+    message: Message[Any]
+    span: Span | None
+    start: float
+    attributes: dict[str, Any]
+    instruments: Instruments | None
+
+
+@dataclass
+class _Process:
+    message_id: str
+    span: Span | None
+    token: object | None
+    start: float
+    actor_name: str
+    queue_name: str
+    retries: int
+    instruments: Instruments | None
+    metric_attributes: dict[str, Any] = field(default_factory=dict)
+
+
+# Sends in progress on this thread (a stack: a before-hook may enqueue another message).
+_sending: ContextVar[tuple[_Send, ...]] = ContextVar("otel_dramatiq_sending", default=())
+# The message this worker thread is processing.
+_processing: ContextVar[_Process | None] = ContextVar("otel_dramatiq_processing", default=None)
+
+
+def _guarded(hook: Callable[..., None]) -> Callable[..., None]:
+    """Telemetry must never raise into Dramatiq: log at debug level and carry on."""
+
+    def guarded(self: OpenTelemetryMiddleware, *args: Any, **kwargs: Any) -> None:
+        try:
+            hook(self, *args, **kwargs)
+        except Exception:
+            _logger.debug("OpenTelemetry %s failed", hook.__name__, exc_info=True)
+
+    guarded.__name__ = hook.__name__
+    guarded.__doc__ = hook.__doc__
+    return guarded
+
+
+class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
+    """Emit OpenTelemetry spans and metrics for every message sent and processed.
+
+    Parameters:
+      The keyword arguments of :class:`~opentelemetry_instrumentation_dramatiq_cfg.config.Options`
+      (``tracer_provider``, ``meter_provider``, ``excluded_actors``, ``excluded_queues``,
+      ``use_links``, ``publish_hook``, ``process_hook``, ``capture_args``,
+      ``capture_args_max_length``, ``traces_enabled``, ``metrics_enabled``); any left out is read
+      from its ``OTEL_PYTHON_DRAMATIQ_*`` environment variable, so the class can be built with no
+      arguments from a dotted path.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.configure(**options)
+
+    def configure(self, **options: Any) -> None:
+        """Replace the options (used by the instrumentor on a middleware listed by dotted path)."""
+        self.options = Options.resolve(**options)
+        self._tracer = trace.get_tracer(
+            __name__,
+            __version__,
+            self.options.tracer_provider,
+            schema_url="https://opentelemetry.io/schemas/1.27.0",
+        )
+        self._instruments = (
+            instruments_for(self.options.meter_provider) if self.options.metrics_enabled else None
+        )
+        self._repr = reprlib.Repr()
+        self._repr.maxstring = self._repr.maxother = self.options.capture_args_max_length
+        self._server_attributes: dict[int, dict[str, Any]] = {}
+
+    # -- producer -------------------------------------------------------------------------------
+
+    @_guarded
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        stack = _sending.get()
+        if stack and stack[-1].message is message:
+            return  # the broker is retrying the publish of the same message (RabbitMQ reconnect)
+        queue_name = q_name(message.queue_name)
+        if self._excluded(message.actor_name, queue_name) or not is_instrumentation_enabled():
+            return
+        options = message.options
+        if delay is not None:
+            options[DUE_OPTION] = options.get("eta", current_millis() + delay)
+        reenqueue = propagation.carries_context(options)
+        if reenqueue and not trace.get_current_span().get_span_context().is_valid:
+            return  # a delayed message coming due, moved by the worker: not a send by anybody
+
+        attributes = _metric_attributes(semconv.OPERATION_SEND, queue_name)
+        span = None
+        if self.options.traces_enabled:
+            span_attributes = dict(attributes)
+            span_attributes[semconv.MESSAGING_OPERATION_TYPE] = semconv.OPERATION_TYPE_SEND
+            span_attributes[semconv.MESSAGING_MESSAGE_ID] = message.message_id
+            span_attributes[semconv.DRAMATIQ_ACTOR_NAME] = message.actor_name
+            if delay is not None:
+                span_attributes[semconv.DRAMATIQ_DELAY] = delay
+                span_attributes[semconv.DRAMATIQ_ETA] = options[DUE_OPTION]
+            if reenqueue:
+                span_attributes[semconv.DRAMATIQ_REENQUEUE] = True
+                span_attributes[semconv.DRAMATIQ_RETRY_COUNT] = _int(options.get("retries"))
+            span_attributes.update(self._server(broker))
+            self._capture_args(span_attributes, message)
+            span = self._tracer.start_span(
+                semconv.span_name(semconv.OPERATION_SEND, queue_name),
+                kind=SpanKind.PRODUCER,
+                attributes=span_attributes,
+            )
+            if not reenqueue:
+                propagation.inject(options, trace.set_span_in_context(span))
+            self._call_hook(self.options.publish_hook, span, message)
+        elif not reenqueue:
+            propagation.inject(options, otel_context.get_current())
+        _sending.set((*stack, _Send(message, span, time.perf_counter(), attributes, self._instruments)))
+
+    @_guarded
+    def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        stack = _sending.get()
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index].message is message:
+                _sending.set(stack[:index] + stack[index + 1 :])
+                _end_send(stack[index], None)
+                return
+
+    # -- consumer -------------------------------------------------------------------------------
+
+    @_guarded
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        leftover = _processing.get()
+        if leftover is not None:  # never expected; don't let a lost end leak its context
+            _end_process(leftover, semconv.OUTCOME_FAILED, None, failed=False)
+            _processing.set(None)
+        queue_name = q_name(message.queue_name)
+        if self._excluded(message.actor_name, queue_name) or not is_instrumentation_enabled():
+            return
+        options = message.options
+        retries = _int(options.get("retries"))
+        attributes = _metric_attributes(semconv.OPERATION_PROCESS, queue_name)
+        span = None
+        token = None
+        if self.options.traces_enabled:
+            parent = propagation.extract(options)
+            links = None
+            if self.options.use_links:
+                linked = trace.get_current_span(parent).get_span_context() if parent else None
+                links = [Link(linked)] if linked is not None and linked.is_valid else None
+                parent = otel_context.Context()
+            elif parent is None:
+                parent = otel_context.Context()
+            span_attributes = dict(attributes)
+            span_attributes[semconv.MESSAGING_OPERATION_TYPE] = semconv.OPERATION_TYPE_PROCESS
+            span_attributes[semconv.MESSAGING_MESSAGE_ID] = message.message_id
+            span_attributes[semconv.DRAMATIQ_ACTOR_NAME] = message.actor_name
+            span_attributes[semconv.DRAMATIQ_RETRY_COUNT] = retries
+            span_attributes.update(self._server(broker))
+            self._capture_args(span_attributes, message)
+            span = self._tracer.start_span(
+                semconv.span_name(semconv.OPERATION_PROCESS, queue_name),
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=span_attributes,
+                links=links,
+            )
+            token = otel_context.attach(trace.set_span_in_context(span))
+        state = _Process(
+            message.message_id,
+            span,
+            token,
+            time.perf_counter(),
+            message.actor_name,
+            queue_name,
+            retries,
+            self._instruments,
+            attributes,
+        )
+        _processing.set(state)
+        if self._instruments is not None:
+            self._instruments.in_flight.add(1, {semconv.LABEL_QUEUE_NAME: queue_name})
+            self._record_queue_wait(state, options, message.message_timestamp)
+        if span is not None:
+            self._call_hook(self.options.process_hook, span, message)
+
+    @_guarded
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        state = self._take(message)
+        if state is not None:
+            try:
+                outcome = _outcome(broker, message, exception)
+            except Exception:
+                outcome = semconv.OUTCOME_FAILED if exception is not None else semconv.OUTCOME_SUCCESS
+            _end_process(state, outcome, exception, failed=bool(message.failed))
+
+    @_guarded
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        state = self._take(message)
+        if state is not None:
+            _end_process(state, semconv.OUTCOME_SKIPPED, None, failed=message.failed)
+
+    # -- worker lifecycle -----------------------------------------------------------------------
+
+    @_guarded
+    def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        """Flush spans and metrics: forked worker processes end with ``os._exit`` (no atexit)."""
+        providers = (
+            self.options.tracer_provider or trace.get_tracer_provider(),
+            self.options.meter_provider or _global_meter_provider(),
+        )
+        for provider in providers:
+            flush = getattr(provider, "force_flush", None)
+            if callable(flush):
+                flush()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _excluded(self, actor_name: str, queue_name: str) -> bool:
+        return actor_name in self.options.excluded_actors or queue_name in self.options.excluded_queues
+
+    def _take(self, message: MessageProxy) -> _Process | None:
+        state = _processing.get()
+        if state is None:
+            return None
+        _processing.set(None)
+        if state.message_id != message.message_id:  # never expected; end it rather than leak it
+            _end_process(state, semconv.OUTCOME_FAILED, None, failed=False)
+            return None
+        return state
+
+    def _server(self, broker: Broker) -> dict[str, Any]:
+        cached = self._server_attributes.get(id(broker))
+        if cached is None:
+            cached = self._server_attributes[id(broker)] = _server_attributes(broker)
+        return cached
+
+    def _capture_args(self, attributes: dict[str, Any], message: AnyMessage) -> None:
+        if self.options.capture_args:
+            attributes[semconv.DRAMATIQ_ARGS] = self._safe_repr(message.args)
+            attributes[semconv.DRAMATIQ_KWARGS] = self._safe_repr(message.kwargs)
+
+    def _safe_repr(self, value: Any) -> str:
+        limit = self.options.capture_args_max_length
+        try:
+            text = self._repr.repr(value)
+        except Exception:
+            return "<unrepresentable>"
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+
+    def _record_queue_wait(self, state: _Process, options: dict[str, Any], timestamp: Any) -> None:
+        assert state.instruments is not None
+        due = options.get(DUE_OPTION, timestamp)
+        if isinstance(due, int | float) and not isinstance(due, bool):
+            wait = max(0.0, (current_millis() - due) / 1000)
+            state.instruments.queue_wait.record(
+                wait, {semconv.LABEL_TASK_NAME: state.actor_name, semconv.LABEL_QUEUE_NAME: state.queue_name}
+            )
+
+    @staticmethod
+    def _call_hook(hook: Hook | None, span: Span, message: AnyMessage) -> None:
+        if hook is None:
+            return
+        try:
+            hook(span, message)
+        except Exception:
+            _logger.warning("Dramatiq OpenTelemetry hook %r failed", hook, exc_info=True)
+
+
+def abandon_sends(mark: int, exception: BaseException) -> None:
+    """End, with ``exception``, the sends started on this thread after ``mark`` (see :func:`sends_mark`).
+
+    Called by the instrumentor's wrapper around ``Broker.enqueue`` when the broker raises, since
+    Dramatiq then never emits ``after_enqueue``.
+    """
+    try:
+        stack = _sending.get()
+        if len(stack) <= mark:
+            return
+        _sending.set(stack[:mark])
+        for send in reversed(stack[mark:]):
+            _end_send(send, exception)
+    except Exception:
+        _logger.debug("OpenTelemetry abandon_sends failed", exc_info=True)
+
+
+def sends_mark() -> int:
+    """How many sends are in progress on this thread."""
+    return len(_sending.get())
+
+
+def _end_send(send: _Send, exception: BaseException | None) -> None:
+    if send.span is not None:
+        if exception is not None:
+            _record_error(send.span, exception)
+        send.span.end()
+    if send.instruments is not None:
+        attributes = send.attributes
+        if exception is not None:
+            attributes = {**attributes, semconv.ERROR_TYPE: _error_type(exception)}
+        send.instruments.send_duration.record(time.perf_counter() - send.start, attributes)
+        send.instruments.sent_messages.add(1, attributes)
+
+
+def _end_process(state: _Process, outcome: str, exception: BaseException | None, *, failed: bool) -> None:
+    try:
+        is_error = exception is not None and outcome in (semconv.OUTCOME_RETRY, semconv.OUTCOME_FAILED)
+        if isinstance(exception, Retry) and outcome == semconv.OUTCOME_RETRY:
+            is_error = False
+        if state.span is not None:
+            state.span.set_attribute(semconv.DRAMATIQ_OUTCOME, outcome)
+            if is_error:
+                assert exception is not None
+                _record_error(state.span, exception)
+            elif exception is not None:
+                state.span.add_event(
+                    "exception",
+                    {"exception.type": _error_type(exception), "exception.message": str(exception)[:1024]},
+                )
+            state.span.end()
+        if state.instruments is not None:
+            _record_process_metrics(state, outcome, exception if is_error else None, failed=failed)
+    finally:
+        if state.token is not None:
+            otel_context.detach(state.token)  # type: ignore[arg-type]
+
+
+_STATUS = {
+    semconv.OUTCOME_SUCCESS: semconv.STATUS_SUCCESS,
+    semconv.OUTCOME_RETRY: semconv.STATUS_RETRY,
+    semconv.OUTCOME_FAILED: semconv.STATUS_FAILURE,
+    semconv.OUTCOME_HANDLED: semconv.STATUS_FAILURE,
+    semconv.OUTCOME_SKIPPED: semconv.STATUS_SKIPPED,
+}
+
+
+def _record_process_metrics(
+    state: _Process, outcome: str, error: BaseException | None, *, failed: bool
+) -> None:
+    instruments = state.instruments
+    assert instruments is not None
+    elapsed = time.perf_counter() - state.start
+    attributes = state.metric_attributes
+    if error is not None:
+        attributes = {**attributes, semconv.ERROR_TYPE: _error_type(error)}
+    task = {semconv.LABEL_TASK_NAME: state.actor_name}
+    instruments.in_flight.add(-1, {semconv.LABEL_QUEUE_NAME: state.queue_name})
+    instruments.consumed_messages.add(1, attributes)
+    instruments.tasks.add(1, {**task, semconv.LABEL_STATUS: _STATUS[outcome]})
+    if outcome != semconv.OUTCOME_SKIPPED:
+        instruments.process_duration.record(elapsed, attributes)
+        instruments.task_duration.record(elapsed, task)
+    if outcome == semconv.OUTCOME_RETRY:
+        instruments.retries.add(1, task)
+    if failed:
+        instruments.dead_lettered.add(1, {**task, semconv.LABEL_QUEUE_NAME: state.queue_name})
+
+
+def _metric_attributes(operation: str, queue_name: str) -> dict[str, Any]:
+    """Attributes shared by spans and the semantic-convention metrics (bounded cardinality)."""
+    return {
+        semconv.MESSAGING_SYSTEM: semconv.SYSTEM,
+        semconv.MESSAGING_OPERATION_NAME: operation,
+        semconv.MESSAGING_DESTINATION_NAME: queue_name,
+    }
+
+
+def _outcome(broker: Broker, message: MessageProxy, exception: BaseException | None) -> str:
+    """What became of this attempt, as Retries (whose after-hook ran before ours) decided it."""
+    if exception is None:
+        return semconv.OUTCOME_SUCCESS
+    throws = message.options.get("throws")
+    if not throws:
+        try:
+            throws = broker.get_actor(message.actor_name).options.get("throws")
+        except Exception:
+            throws = None
+    if throws and _isinstance(exception, throws):
+        return semconv.OUTCOME_HANDLED
+    if message.failed:
+        return semconv.OUTCOME_FAILED
+    if any(isinstance(middleware, Retries) for middleware in broker.middleware):
+        return semconv.OUTCOME_RETRY
+    return semconv.OUTCOME_FAILED  # nobody will retry it: this was the only attempt
+
+
+def _isinstance(exception: BaseException, classes: Any) -> bool:
+    try:
+        return isinstance(exception, classes)
+    except TypeError:  # a `throws` option that is not a class or tuple of classes
+        return False
+
+
+def _record_error(span: Span, exception: BaseException) -> None:
+    error_type = _error_type(exception)
+    span.set_attribute(semconv.ERROR_TYPE, error_type)
+    span.record_exception(exception, escaped=True)
+    span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exception}"[:1024]))
+
+
+def _error_type(exception: BaseException) -> str:
+    cls = type(exception)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _server_attributes(broker: Broker) -> dict[str, Any]:
+    """server.address/server.port where the broker knows them (Redis, RabbitMQ)."""
+    try:
+        kwargs = broker.client.connection_pool.connection_kwargs  # type: ignore[attr-defined]  # Redis
+        host, port = kwargs.get("host") or kwargs.get("path"), kwargs.get("port")
+    except AttributeError:
+        try:
+            parameters = broker.parameters  # type: ignore[attr-defined]  # RabbitMQ: one, or a list
+            if isinstance(parameters, list | tuple):
+                parameters = parameters[0]
+            host, port = parameters.host, parameters.port
+        except (AttributeError, IndexError):
+            return {}
+    attributes: dict[str, Any] = {}
+    if isinstance(host, str):
+        attributes[semconv.SERVER_ADDRESS] = host
+    if isinstance(port, int):
+        attributes[semconv.SERVER_PORT] = port
+    return attributes
+
+
+def _global_meter_provider() -> object:
+    from opentelemetry.metrics import get_meter_provider
+
+    return get_meter_provider()
