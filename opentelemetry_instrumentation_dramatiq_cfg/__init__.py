@@ -70,11 +70,10 @@ _logger = logging.getLogger(__name__)
 class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Adds :class:`OpenTelemetryMiddleware` to every Dramatiq broker; see the module docs."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._brokers: weakref.WeakSet[dramatiq.Broker] = weakref.WeakSet()
-        self._patched_enqueues: list[type] = []
-        self._options: dict[str, Any] = {}
+    # BaseInstrumentor is a singleton whose __init__ runs on every call: state lives here.
+    _brokers: weakref.WeakSet[dramatiq.Broker] = weakref.WeakSet()
+    _patched_enqueues: list[type] = []
+    _options: dict[str, Any] = {}
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -83,6 +82,8 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         options = {key: kwargs[key] for key in Options.__dataclass_fields__ if key in kwargs}
         Options.resolve(**options)  # bad options fail here, before anything is patched
         self._options = options
+        self._brokers = weakref.WeakSet()
+        self._patched_enqueues = []
         wrapt.wrap_function_wrapper(dramatiq.Broker, "__init__", self._after_broker_init)
         wrapt.wrap_function_wrapper(dramatiq.broker, "set_broker", self._after_set_broker)
         if dramatiq.set_broker is not dramatiq.broker.set_broker:
@@ -97,7 +98,7 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unwrap(dramatiq, "set_broker")
         for cls in self._patched_enqueues:
             unwrap(cls, "enqueue")
-        self._patched_enqueues.clear()
+        self._patched_enqueues = []
         brokers = set(self._brokers)
         if dramatiq.broker.global_broker is not None:
             brokers.add(dramatiq.broker.global_broker)

@@ -1,0 +1,192 @@
+"""Shared fixtures: telemetry captured in memory, and real brokers (Stub, Redis, RabbitMQ).
+
+Every test gets its own Redis namespace and its own queue names and cleans up after itself. When
+``CI=true`` an unreachable Redis or RabbitMQ fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+import dramatiq.broker
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor
+
+REDIS = ("127.0.0.1", 6379)
+RABBITMQ = ("127.0.0.1", 5672)
+BROKER_KINDS = ("stub", "redis", "rabbitmq")
+
+
+def require_service(name: str, address: tuple[str, int]) -> None:
+    """Skip (or, under CI=true, fail) when a service the test needs is not listening."""
+    try:
+        with socket.create_connection(address, timeout=2):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable on {address[0]}:{address[1]}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer_provider(span_exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    return provider
+
+
+@pytest.fixture
+def metric_reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def meter_provider(metric_reader: InMemoryMetricReader) -> MeterProvider:
+    return MeterProvider(metric_readers=[metric_reader])
+
+
+@pytest.fixture
+def instrument(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider
+) -> Iterator[Callable[..., DramatiqInstrumentor]]:
+    """``instrument(**options)``: instrument with in-memory providers; undone after the test."""
+    instrumentor = DramatiqInstrumentor()
+
+    def _instrument(**options: Any) -> DramatiqInstrumentor:
+        options.setdefault("tracer_provider", tracer_provider)
+        options.setdefault("meter_provider", meter_provider)
+        instrumentor.instrument(**options)
+        return instrumentor
+
+    yield _instrument
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
+@pytest.fixture
+def instrumented(instrument: Callable[..., DramatiqInstrumentor]) -> DramatiqInstrumentor:
+    return instrument()
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_broker() -> Iterator[None]:
+    previous = dramatiq.broker.global_broker
+    yield
+    dramatiq.broker.global_broker = previous
+
+
+def make_broker(kind: str, namespace: str) -> dramatiq.Broker:
+    """A fresh broker of ``kind`` (its middleware as Dramatiq's defaults), isolated by ``namespace``."""
+    if kind == "stub":
+        return StubBroker()
+    if kind == "redis":
+        require_service("Redis", REDIS)
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(host=REDIS[0], port=REDIS[1], namespace=namespace, heartbeat_timeout=60_000)
+    if kind == "rabbitmq":
+        require_service("RabbitMQ", RABBITMQ)
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(host=RABBITMQ[0], port=RABBITMQ[1], heartbeat=0, confirm_delivery=True)
+    raise ValueError(kind)
+
+
+def cleanup_broker(broker: dramatiq.Broker, namespace: str) -> None:
+    queues = list(broker.get_declared_queues())
+    try:
+        broker.flush_all()
+    finally:
+        kind = type(broker).__name__
+        if kind == "RedisBroker":
+            client = broker.client  # type: ignore[attr-defined]
+            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        elif kind == "RabbitmqBroker":
+            from dramatiq.common import dq_name, xq_name
+
+            channel = broker.channel  # type: ignore[attr-defined]
+            for queue in queues:
+                for name in (queue, dq_name(queue), xq_name(queue)):
+                    channel.queue_delete(name)
+        broker.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """Redis namespace and queue-name prefix private to this test."""
+    return unique("otel-test")
+
+
+@pytest.fixture
+def queue_name(namespace: str) -> str:
+    return f"{namespace}-q"
+
+
+@pytest.fixture(params=BROKER_KINDS)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def broker(broker_kind: str, namespace: str, instrumented: DramatiqInstrumentor) -> Iterator[dramatiq.Broker]:
+    """An instrumented broker of each kind, set as the global broker."""
+    broker = make_broker(broker_kind, namespace)
+    broker.emit_after("process_boot")
+    dramatiq.set_broker(broker)
+    yield broker
+    cleanup_broker(broker, namespace)
+
+
+@pytest.fixture
+def start_worker(broker: dramatiq.Broker) -> Iterator[Callable[..., dramatiq.Worker]]:
+    """``start_worker(threads=1)``: a real Worker on the broker, stopped after the test."""
+    workers: list[dramatiq.Worker] = []
+
+    def _start(threads: int = 1, **kwargs: Any) -> dramatiq.Worker:
+        worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=50, **kwargs)
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield _start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_processed(broker: dramatiq.Broker, queue_name: str, worker: dramatiq.Worker | None = None) -> None:
+    """Block until every message of ``queue_name`` (delayed ones and retries too) is done."""
+    if isinstance(broker, StubBroker):
+        broker.join(queue_name, timeout=60_000, fail_fast=False)
+    else:
+        broker.join(queue_name, timeout=60_000)  # type: ignore[call-arg]
+    if worker is not None:
+        worker.join()
+
+
+def spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [span for span in exporter.get_finished_spans() if span.name == name]
