@@ -16,9 +16,14 @@ Option (keyword argument)                         Environment variable          
 ``process_hook`` (callable or dotted path)        --                                     none
 ``capture_args`` (bool)                           ``OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS``     false
 ``capture_args_max_length`` (int > 0)             ``OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS_MAX_LENGTH``  1024
+``failure_hooks`` (callables or dotted paths)     ``OTEL_PYTHON_DRAMATIQ_FAILURE_HOOKS``    none
 ``traces_enabled`` (bool)                         ``OTEL_PYTHON_DRAMATIQ_TRACES_ENABLED``   true
 ``metrics_enabled`` (bool)                        ``OTEL_PYTHON_DRAMATIQ_METRICS_ENABLED``  true
 ================================================  =====================================  =========
+
+``failure_hooks`` are called as ``hook(failure)`` with a
+:class:`~opentelemetry_instrumentation_dramatiq_cfg.failures.PermanentFailure`, once per message that
+fails for good (see :mod:`.failures`).
 
 Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
 """
@@ -33,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Final, Union
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, TracerProvider
+
+from .failures import FailureHook
 
 if TYPE_CHECKING:
     from dramatiq import Message
@@ -63,6 +70,7 @@ class Options:
     process_hook: Hook | None = None
     capture_args: bool = False
     capture_args_max_length: int = DEFAULT_CAPTURE_ARGS_MAX_LENGTH
+    failure_hooks: tuple[FailureHook, ...] = ()
     traces_enabled: bool = True
     metrics_enabled: bool = True
 
@@ -79,6 +87,7 @@ class Options:
         process_hook: Hook | str | None = None,
         capture_args: bool | None = None,
         capture_args_max_length: int | None = None,
+        failure_hooks: Iterable[FailureHook | str] | str | None = None,
         traces_enabled: bool | None = None,
         metrics_enabled: bool | None = None,
     ) -> Options:
@@ -98,6 +107,9 @@ class Options:
             process_hook=_hook("process_hook", process_hook),
             capture_args=_flag("capture_args", capture_args, default=False),
             capture_args_max_length=max_length,
+            failure_hooks=tuple(
+                _hook("failure_hooks", hook) for hook in _names_or_callables("failure_hooks", failure_hooks)
+            ),
             traces_enabled=_flag("traces_enabled", traces_enabled, default=True),
             metrics_enabled=_flag("metrics_enabled", metrics_enabled, default=True),
         )
@@ -147,7 +159,18 @@ def _names(option: str, value: Iterable[str] | str | None) -> frozenset[str]:
     return frozenset(names)
 
 
-def _hook(option: str, value: Hook | str | None) -> Hook | None:
+def _names_or_callables(option: str, value: Iterable[Any] | str | None) -> list[Any]:
+    if value is None:
+        value = os.environ.get(_env_name(option), "")
+    if isinstance(value, str):
+        value = value.split(",")
+    elif callable(value):
+        value = [value]
+    items = [item.strip() if isinstance(item, str) else item for item in value]
+    return [item for item in items if item != ""]
+
+
+def _hook(option: str, value: Any) -> Any:
     if value is None or callable(value):
         return value
     if not isinstance(value, str) or "." not in value:
@@ -159,4 +182,4 @@ def _hook(option: str, value: Hook | str | None) -> Hook | None:
         raise ValueError(f"{option}: cannot import {value!r}: {exc}") from exc
     if not callable(hook):
         raise ValueError(f"{option}: {value!r} is not callable")
-    return hook  # type: ignore[no-any-return]
+    return hook

@@ -34,8 +34,9 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from . import propagation, semconv
+from . import failures, propagation, semconv
 from .config import AnyMessage, Hook, Options
+from .failures import PermanentFailure
 from .metrics import Instruments, instruments_for
 from .version import __version__
 
@@ -250,6 +251,8 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 outcome = _outcome(broker, message, exception)
             except Exception:
                 outcome = semconv.OUTCOME_FAILED if exception is not None else semconv.OUTCOME_SUCCESS
+            if outcome in _PERMANENT and self.options.failure_hooks:
+                self._permanent_failure(broker, state, exception)
             _end_process(state, outcome, exception, failed=bool(message.failed))
 
     @_guarded
@@ -273,6 +276,19 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 flush()
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _permanent_failure(self, broker: Broker, state: _Process, exception: BaseException | None) -> None:
+        span_context = state.span.get_span_context() if state.span is not None else None
+        failure = PermanentFailure(
+            actor_name=state.actor_name,
+            message_id=state.message_id,
+            queue_name=state.queue_name,
+            retries=state.retries,
+            exception=exception,
+            trace_id=trace.format_trace_id(span_context.trace_id) if span_context else None,
+        )
+        if failures.dispatch(broker, failure, self.options.failure_hooks) and state.span is not None:
+            state.span.add_event("dramatiq.permanent_failure", {"hooks": len(self.options.failure_hooks)})
 
     def _excluded(self, actor_name: str, queue_name: str) -> bool:
         return actor_name in self.options.excluded_actors or queue_name in self.options.excluded_queues
@@ -323,6 +339,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             hook(span, message)
         except Exception:
             _logger.warning("Dramatiq OpenTelemetry hook %r failed", hook, exc_info=True)
+
+
+def current_message() -> tuple[str, str]:
+    """``(actor name, message id)`` of the message this thread is processing, or ``("", "")``."""
+    state = _processing.get()
+    return (state.actor_name, state.message_id) if state is not None else ("", "")
 
 
 def abandon_sends(mark: int, exception: BaseException) -> None:
@@ -382,6 +404,8 @@ def _end_process(state: _Process, outcome: str, exception: BaseException | None,
         if state.token is not None:
             otel_context.detach(state.token)  # type: ignore[arg-type]
 
+
+_PERMANENT = frozenset({semconv.OUTCOME_FAILED, semconv.OUTCOME_HANDLED})
 
 _STATUS = {
     semconv.OUTCOME_SUCCESS: semconv.STATUS_SUCCESS,

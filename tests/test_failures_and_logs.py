@@ -1,0 +1,166 @@
+"""Permanent-failure hooks and log correlation."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+import pytest
+from dramatiq.middleware import CurrentMessage
+from opentelemetry import trace
+
+from opentelemetry_instrumentation_dramatiq_cfg.failures import PermanentFailure, dispatch
+from opentelemetry_instrumentation_dramatiq_cfg.logs import DramatiqLogFilter
+
+from .conftest import cleanup_broker, make_broker, spans_named, unique, wait_processed
+
+failures_seen: list[PermanentFailure] = []
+
+
+def record_failure(failure: PermanentFailure) -> None:
+    """A failure hook given by dotted path in the tests."""
+    failures_seen.append(failure)
+
+
+@pytest.fixture
+def failures(instrument, broker_kind, namespace):
+    failures_seen.clear()
+    instrument(failure_hooks=[f"{__name__}.record_failure"])
+    broker = make_broker(broker_kind, namespace)
+    broker.add_middleware(CurrentMessage())
+    dramatiq.set_broker(broker)
+    yield broker
+    cleanup_broker(broker, namespace)
+    failures_seen.clear()
+
+
+def run(broker, queue_name):
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        wait_processed(broker, queue_name, worker)
+    finally:
+        worker.stop()
+
+
+def test_failure_hook_runs_once_after_the_last_attempt(failures, queue_name, span_exporter):
+    attempts: list[int] = []
+
+    @dramatiq.actor(queue_name=queue_name, max_retries=3, min_backoff=10, max_backoff=20)
+    def always_fails(data_id):
+        attempts.append(CurrentMessage.get_current_message().options.get("retries", 0))
+        raise ValueError(f"bad {data_id}")
+
+    message = always_fails.send(7)
+    run(failures, queue_name)
+
+    assert attempts == [0, 1, 2, 3]
+    (failure,) = failures_seen
+    assert (failure.actor_name, failure.message_id, failure.queue_name, failure.retries) == (
+        "always_fails",
+        message.message_id,
+        queue_name,
+        3,
+    )
+    assert isinstance(failure.exception, ValueError) and str(failure.exception) == "bad 7"
+    processes = spans_named(span_exporter, f"process {queue_name}")
+    last = max(processes, key=lambda span: span.attributes["messaging.dramatiq.message.retries"])
+    assert failure.trace_id == trace.format_trace_id(last.context.trace_id)
+    assert [event.name for event in last.events if event.name == "dramatiq.permanent_failure"] == [
+        "dramatiq.permanent_failure"
+    ]
+    assert all(
+        not any(event.name == "dramatiq.permanent_failure" for event in span.events)
+        for span in processes
+        if span is not last
+    )
+
+
+def test_failure_hook_runs_for_an_exception_that_is_not_retried(failures, queue_name):
+    @dramatiq.actor(queue_name=queue_name, throws=(KeyError,), max_retries=5)
+    def refuses():
+        raise KeyError("missing")
+
+    refuses.send()
+    run(failures, queue_name)
+
+    (failure,) = failures_seen
+    assert failure.retries == 0 and isinstance(failure.exception, KeyError)
+
+
+def test_failure_hook_is_not_called_for_success_or_recovered_retries(failures, queue_name):
+    @dramatiq.actor(queue_name=queue_name, max_retries=3, min_backoff=10, max_backoff=20)
+    def recovers():
+        if CurrentMessage.get_current_message().options.get("retries", 0) < 1:
+            raise ConnectionError("transient")
+
+    recovers.send()
+    run(failures, queue_name)
+
+    assert failures_seen == []
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_failure_hooks_fire_once_per_message_across_processes_on_redis(failures):
+    failure = PermanentFailure("a", unique("message"), "q", 3, None, None)
+    calls: list[PermanentFailure] = []
+    other_process_broker = failures  # a second worker process shares the same Redis namespace
+
+    assert dispatch(failures, failure, [calls.append]) == 1
+    assert dispatch(other_process_broker, failure, [calls.append]) == 0
+    assert calls == [failure]
+
+
+def test_a_failing_failure_hook_does_not_stop_the_others():
+    seen: list[str] = []
+
+    def broken(failure: PermanentFailure) -> None:
+        raise RuntimeError("hook bug")
+
+    assert (
+        dispatch(
+            object(),
+            PermanentFailure("a", "m", "q", 0, None, None),
+            [broken, lambda f: seen.append(f.actor_name)],
+        )
+        == 2
+    )
+    assert seen == ["a"]
+
+
+def test_log_records_carry_the_process_span_and_message(broker, start_worker, queue_name, span_exporter):
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Capture()
+    handler.addFilter(DramatiqLogFilter())
+    logger = logging.getLogger(f"tests.{queue_name}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    @dramatiq.actor(queue_name=queue_name)
+    def chatty():
+        logger.info("working")
+
+    try:
+        message = chatty.send()
+        worker = start_worker()
+        wait_processed(broker, queue_name, worker)
+        logger.info("outside")
+    finally:
+        logger.removeHandler(handler)
+
+    (process,) = spans_named(span_exporter, f"process {queue_name}")
+    inside, outside = records
+    assert inside.otelTraceID == trace.format_trace_id(process.context.trace_id)
+    assert inside.otelSpanID == trace.format_span_id(process.context.span_id)
+    assert (inside.dramatiq_actor, inside.dramatiq_message_id) == ("chatty", message.message_id)
+    assert (outside.otelTraceID, outside.otelSpanID, outside.dramatiq_actor, outside.dramatiq_message_id) == (
+        "0",
+        "0",
+        "",
+        "",
+    )
