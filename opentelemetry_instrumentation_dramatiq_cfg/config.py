@@ -17,13 +17,14 @@ Option (keyword argument)                         Environment variable          
 ``capture_args`` (bool)                           ``OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS``     false
 ``capture_args_max_length`` (int > 0)             ``OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS_MAX_LENGTH``  1024
 ``failure_hooks`` (callables or dotted paths)     ``OTEL_PYTHON_DRAMATIQ_FAILURE_HOOKS``    none
+``completion_hooks`` (callables or dotted paths)  ``OTEL_PYTHON_DRAMATIQ_COMPLETION_HOOKS``  none
 ``traces_enabled`` (bool)                         ``OTEL_PYTHON_DRAMATIQ_TRACES_ENABLED``   true
 ``metrics_enabled`` (bool)                        ``OTEL_PYTHON_DRAMATIQ_METRICS_ENABLED``  true
 ================================================  =====================================  =========
 
-``failure_hooks`` are called as ``hook(failure)`` with a
-:class:`~opentelemetry_instrumentation_dramatiq_cfg.failures.PermanentFailure`, once per message that
-fails for good (see :mod:`.failures`).
+``failure_hooks`` and ``completion_hooks`` are called as ``hook(outcome)`` with a
+:class:`~opentelemetry_instrumentation_dramatiq_cfg.hooks.TaskOutcome`: the first once per message
+that fails for good, the second once per processed attempt (see :mod:`.hooks`).
 
 Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
 """
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, Union
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, TracerProvider
 
-from .failures import FailureHook
+from .hooks import TaskHook
 
 if TYPE_CHECKING:
     from dramatiq import Message
@@ -70,7 +71,8 @@ class Options:
     process_hook: Hook | None = None
     capture_args: bool = False
     capture_args_max_length: int = DEFAULT_CAPTURE_ARGS_MAX_LENGTH
-    failure_hooks: tuple[FailureHook, ...] = ()
+    failure_hooks: tuple[TaskHook, ...] = ()
+    completion_hooks: tuple[TaskHook, ...] = ()
     traces_enabled: bool = True
     metrics_enabled: bool = True
 
@@ -87,7 +89,8 @@ class Options:
         process_hook: Hook | str | None = None,
         capture_args: bool | None = None,
         capture_args_max_length: int | None = None,
-        failure_hooks: Iterable[FailureHook | str] | str | None = None,
+        failure_hooks: Iterable[TaskHook | str] | str | None = None,
+        completion_hooks: Iterable[TaskHook | str] | str | None = None,
         traces_enabled: bool | None = None,
         metrics_enabled: bool | None = None,
     ) -> Options:
@@ -107,9 +110,8 @@ class Options:
             process_hook=_hook("process_hook", process_hook),
             capture_args=_flag("capture_args", capture_args, default=False),
             capture_args_max_length=max_length,
-            failure_hooks=tuple(
-                _hook("failure_hooks", hook) for hook in _names_or_callables("failure_hooks", failure_hooks)
-            ),
+            failure_hooks=_hooks("failure_hooks", failure_hooks),
+            completion_hooks=_hooks("completion_hooks", completion_hooks),
             traces_enabled=_flag("traces_enabled", traces_enabled, default=True),
             metrics_enabled=_flag("metrics_enabled", metrics_enabled, default=True),
         )
@@ -159,7 +161,8 @@ def _names(option: str, value: Iterable[str] | str | None) -> frozenset[str]:
     return frozenset(names)
 
 
-def _names_or_callables(option: str, value: Iterable[Any] | str | None) -> list[Any]:
+def _hooks(option: str, value: Iterable[Any] | str | None) -> tuple[TaskHook, ...]:
+    """A list of callables or dotted paths (comma-separated in the environment variable)."""
     if value is None:
         value = os.environ.get(_env_name(option), "")
     if isinstance(value, str):
@@ -167,7 +170,7 @@ def _names_or_callables(option: str, value: Iterable[Any] | str | None) -> list[
     elif callable(value):
         value = [value]
     items = [item.strip() if isinstance(item, str) else item for item in value]
-    return [item for item in items if item != ""]
+    return tuple(_hook(option, item) for item in items if item != "")
 
 
 def _hook(option: str, value: Any) -> Any:

@@ -34,9 +34,9 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from . import failures, propagation, semconv
+from . import hooks, propagation, semconv
 from .config import AnyMessage, Hook, Options
-from .failures import PermanentFailure
+from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for
 from .version import __version__
 
@@ -251,14 +251,14 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 outcome = _outcome(broker, message, exception)
             except Exception:
                 outcome = semconv.OUTCOME_FAILED if exception is not None else semconv.OUTCOME_SUCCESS
-            if outcome in _PERMANENT and self.options.failure_hooks:
-                self._permanent_failure(broker, state, exception)
+            self._call_task_hooks(broker, state, outcome, exception)
             _end_process(state, outcome, exception, failed=bool(message.failed))
 
     @_guarded
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         state = self._take(message)
         if state is not None:
+            self._call_task_hooks(broker, state, semconv.OUTCOME_SKIPPED, None)
             _end_process(state, semconv.OUTCOME_SKIPPED, None, failed=message.failed)
 
     # -- worker lifecycle -----------------------------------------------------------------------
@@ -277,18 +277,26 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _permanent_failure(self, broker: Broker, state: _Process, exception: BaseException | None) -> None:
+    def _call_task_hooks(
+        self, broker: Broker, state: _Process, outcome: str, exception: BaseException | None
+    ) -> None:
+        failure_hooks = self.options.failure_hooks if outcome in _PERMANENT else ()
+        if not failure_hooks and not self.options.completion_hooks:
+            return
         span_context = state.span.get_span_context() if state.span is not None else None
-        failure = PermanentFailure(
+        task = TaskOutcome(
             actor_name=state.actor_name,
             message_id=state.message_id,
             queue_name=state.queue_name,
+            outcome=outcome,
             retries=state.retries,
+            duration=time.perf_counter() - state.start,
             exception=exception,
             trace_id=trace.format_trace_id(span_context.trace_id) if span_context else None,
         )
-        if failures.dispatch(broker, failure, self.options.failure_hooks) and state.span is not None:
-            state.span.add_event("dramatiq.permanent_failure", {"hooks": len(self.options.failure_hooks)})
+        if hooks.call_failure_hooks(broker, task, failure_hooks) and state.span is not None:
+            state.span.add_event("dramatiq.permanent_failure", {"hooks": len(failure_hooks)})
+        hooks.call_hooks(task, self.options.completion_hooks)
 
     def _excluded(self, actor_name: str, queue_name: str) -> bool:
         return actor_name in self.options.excluded_actors or queue_name in self.options.excluded_queues

@@ -9,7 +9,7 @@ import pytest
 from dramatiq.middleware import CurrentMessage
 from opentelemetry import trace
 
-from opentelemetry_instrumentation_dramatiq_cfg.failures import PermanentFailure, dispatch
+from opentelemetry_instrumentation_dramatiq_cfg.hooks import PermanentFailure, call_failure_hooks, call_hooks
 from opentelemetry_instrumentation_dramatiq_cfg.logs import DramatiqLogFilter
 
 from .conftest import cleanup_broker, make_broker, spans_named, unique, wait_processed
@@ -100,32 +100,60 @@ def test_failure_hook_is_not_called_for_success_or_recovered_retries(failures, q
     assert failures_seen == []
 
 
-@pytest.mark.parametrize("broker_kind", ["redis"])
-def test_failure_hooks_fire_once_per_message_across_processes_on_redis(failures):
-    failure = PermanentFailure("a", unique("message"), "q", 3, None, None)
-    calls: list[PermanentFailure] = []
-    other_process_broker = failures  # a second worker process shares the same Redis namespace
+def outcome(message_id: str = "m") -> PermanentFailure:
+    return PermanentFailure("a", message_id, "q", "failed", 3, 0.1, None, None)
 
-    assert dispatch(failures, failure, [calls.append]) == 1
-    assert dispatch(other_process_broker, failure, [calls.append]) == 0
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_failure_hooks_fire_once_per_message_across_processes_on_redis(failures, namespace):
+    failure = outcome(unique("message"))
+    calls: list[PermanentFailure] = []
+    other_process_broker = make_broker("redis", namespace)  # another worker on the same namespace
+    try:
+        assert call_failure_hooks(failures, failure, [calls.append]) == 1
+        assert call_failure_hooks(other_process_broker, failure, [calls.append]) == 0
+    finally:
+        other_process_broker.close()
     assert calls == [failure]
 
 
-def test_a_failing_failure_hook_does_not_stop_the_others():
+def test_a_failing_hook_does_not_stop_the_others():
     seen: list[str] = []
 
     def broken(failure: PermanentFailure) -> None:
         raise RuntimeError("hook bug")
 
-    assert (
-        dispatch(
-            object(),
-            PermanentFailure("a", "m", "q", 0, None, None),
-            [broken, lambda f: seen.append(f.actor_name)],
-        )
-        == 2
-    )
+    assert call_hooks(outcome(), [broken, lambda f: seen.append(f.actor_name)]) == 2
     assert seen == ["a"]
+
+
+def test_completion_hooks_see_every_attempt_with_its_outcome(instrument, queue_name, span_exporter):
+    from dramatiq.brokers.stub import StubBroker
+
+    seen: list[PermanentFailure] = []
+    instrument(completion_hooks=[seen.append])
+    broker = StubBroker()
+    broker.add_middleware(CurrentMessage())
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name=queue_name, max_retries=3, min_backoff=10, max_backoff=20)
+    def second_time_lucky():
+        if CurrentMessage.get_current_message().options.get("retries", 0) < 1:
+            raise ConnectionError("transient")
+
+    message = second_time_lucky.send()
+    run(broker, queue_name)
+
+    assert [(o.outcome, o.retries, o.message_id) for o in seen] == [
+        ("retry", 0, message.message_id),
+        ("success", 1, message.message_id),
+    ]
+    assert isinstance(seen[0].exception, ConnectionError) and seen[1].exception is None
+    assert all(o.duration >= 0 for o in seen)
+    process_trace_ids = {
+        trace.format_trace_id(s.context.trace_id) for s in span_exporter.get_finished_spans()
+    }
+    assert {o.trace_id for o in seen} <= process_trace_ids
 
 
 def test_log_records_carry_the_process_span_and_message(broker, start_worker, queue_name, span_exporter):
