@@ -52,7 +52,7 @@ _logger = logging.getLogger(__name__)
 DUE_OPTION = "otel_due_ms"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Send:
     message: Message[Any]
     span: Span | None
@@ -61,7 +61,7 @@ class _Send:
     instruments: Instruments | None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Process:
     message_id: str
     span: Span | None
@@ -145,10 +145,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         attributes = _metric_attributes(semconv.OPERATION_SEND, queue_name)
         span = None
         if self.options.traces_enabled:
-            span_attributes = dict(attributes)
-            span_attributes[semconv.MESSAGING_OPERATION_TYPE] = semconv.OPERATION_TYPE_SEND
-            span_attributes[semconv.MESSAGING_MESSAGE_ID] = message.message_id
-            span_attributes[semconv.DRAMATIQ_ACTOR_NAME] = message.actor_name
+            span_attributes = {
+                **attributes,
+                semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_SEND,
+                semconv.MESSAGING_MESSAGE_ID: message.message_id,
+                semconv.DRAMATIQ_ACTOR_NAME: message.actor_name,
+            }
             if delay is not None:
                 span_attributes[semconv.DRAMATIQ_DELAY] = delay
                 span_attributes[semconv.DRAMATIQ_ETA] = options[DUE_OPTION]
@@ -156,7 +158,8 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 span_attributes[semconv.DRAMATIQ_REENQUEUE] = True
                 span_attributes[semconv.DRAMATIQ_RETRY_COUNT] = _int(options.get("retries"))
             span_attributes.update(self._server(broker))
-            self._capture_args(span_attributes, message)
+            if self.options.capture_args:
+                self._capture_args(span_attributes, message)
             span = self._tracer.start_span(
                 semconv.span_name(semconv.OPERATION_SEND, queue_name),
                 kind=SpanKind.PRODUCER,
@@ -164,7 +167,8 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             )
             if not reenqueue:
                 propagation.inject(options, trace.set_span_in_context(span))
-            self._call_hook(self.options.publish_hook, span, message)
+            if self.options.publish_hook is not None:
+                self._call_hook(self.options.publish_hook, span, message)
         elif not reenqueue:
             propagation.inject(options, otel_context.get_current())
         _sending.set((*stack, _Send(message, span, time.perf_counter(), attributes, self._instruments)))
@@ -172,7 +176,11 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
     @_guarded
     def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
         stack = _sending.get()
-        for index in range(len(stack) - 1, -1, -1):
+        if stack and stack[-1].message is message:  # the usual case: the innermost send
+            _sending.set(stack[:-1])
+            _end_send(stack[-1], None)
+            return
+        for index in range(len(stack) - 2, -1, -1):
             if stack[index].message is message:
                 _sending.set(stack[:index] + stack[index + 1 :])
                 _end_send(stack[index], None)
@@ -186,9 +194,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         if leftover is not None:  # never expected; don't let a lost end leak its context
             _end_process(leftover, semconv.OUTCOME_FAILED, None, failed=False)
             _processing.set(None)
+        # MessageProxy forwards every attribute read through a Python __getattr__: read each once.
+        actor_name = message.actor_name
         queue_name = q_name(message.queue_name)
-        if self._excluded(message.actor_name, queue_name) or not is_instrumentation_enabled():
+        if self._excluded(actor_name, queue_name) or not is_instrumentation_enabled():
             return
+        message_id = message.message_id
         options = message.options
         retries = _int(options.get("retries"))
         attributes = _metric_attributes(semconv.OPERATION_PROCESS, queue_name)
@@ -203,13 +214,16 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 parent = otel_context.Context()
             elif parent is None:
                 parent = otel_context.Context()
-            span_attributes = dict(attributes)
-            span_attributes[semconv.MESSAGING_OPERATION_TYPE] = semconv.OPERATION_TYPE_PROCESS
-            span_attributes[semconv.MESSAGING_MESSAGE_ID] = message.message_id
-            span_attributes[semconv.DRAMATIQ_ACTOR_NAME] = message.actor_name
-            span_attributes[semconv.DRAMATIQ_RETRY_COUNT] = retries
-            span_attributes.update(self._server(broker))
-            self._capture_args(span_attributes, message)
+            span_attributes = {
+                **attributes,
+                semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_PROCESS,
+                semconv.MESSAGING_MESSAGE_ID: message_id,
+                semconv.DRAMATIQ_ACTOR_NAME: actor_name,
+                semconv.DRAMATIQ_RETRY_COUNT: retries,
+                **self._server(broker),
+            }
+            if self.options.capture_args:
+                self._capture_args(span_attributes, message)
             span = self._tracer.start_span(
                 semconv.span_name(semconv.OPERATION_PROCESS, queue_name),
                 context=parent,
@@ -219,11 +233,11 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             )
             token = otel_context.attach(trace.set_span_in_context(span))
         state = _Process(
-            message.message_id,
+            message_id,
             span,
             token,
             time.perf_counter(),
-            message.actor_name,
+            actor_name,
             queue_name,
             retries,
             self._instruments,
@@ -233,7 +247,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         if self._instruments is not None:
             self._instruments.in_flight.add(1, {semconv.LABEL_QUEUE_NAME: queue_name})
             self._record_queue_wait(state, options, message.message_timestamp)
-        if span is not None:
+        if span is not None and self.options.process_hook is not None:
             self._call_hook(self.options.process_hook, span, message)
 
     @_guarded
