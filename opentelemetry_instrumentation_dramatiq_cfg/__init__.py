@@ -131,6 +131,7 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 middleware = OpenTelemetryMiddleware(**self._options)
             others = [m for m in broker.middleware if not isinstance(m, OpenTelemetryMiddleware)]
             broker.middleware[:] = [middleware, *others]
+            middleware.watch_queues(broker)
             self._brokers.add(broker)
             self._patch_enqueue(type(broker))
         except Exception:

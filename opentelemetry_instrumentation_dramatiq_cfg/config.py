@@ -20,6 +20,8 @@ Option (keyword argument)                         Environment variable          
 ``completion_hooks`` (callables or dotted paths)  ``OTEL_PYTHON_DRAMATIQ_COMPLETION_HOOKS``  none
 ``traces_enabled`` (bool)                         ``OTEL_PYTHON_DRAMATIQ_TRACES_ENABLED``   true
 ``metrics_enabled`` (bool)                        ``OTEL_PYTHON_DRAMATIQ_METRICS_ENABLED``  true
+``queue_metrics_enabled`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED``  true
+``queue_metrics_interval`` (seconds, >= 0)        ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL``  10
 ================================================  =====================================  =========
 
 ``failure_hooks`` and ``completion_hooks`` are called as ``hook(outcome)`` with a
@@ -53,6 +55,7 @@ Hook = Callable[[Span, AnyMessage], None]
 
 ENV_PREFIX: Final = "OTEL_PYTHON_DRAMATIQ_"
 DEFAULT_CAPTURE_ARGS_MAX_LENGTH: Final = 1024
+DEFAULT_QUEUE_METRICS_INTERVAL: Final = 10.0
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -75,6 +78,8 @@ class Options:
     completion_hooks: tuple[TaskHook, ...] = ()
     traces_enabled: bool = True
     metrics_enabled: bool = True
+    queue_metrics_enabled: bool = True
+    queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
 
     @classmethod
     def resolve(
@@ -93,6 +98,8 @@ class Options:
         completion_hooks: Iterable[TaskHook | str] | str | None = None,
         traces_enabled: bool | None = None,
         metrics_enabled: bool | None = None,
+        queue_metrics_enabled: bool | None = None,
+        queue_metrics_interval: float | None = None,
     ) -> Options:
         """Options from keyword arguments, falling back to the environment, then to defaults."""
         max_length = capture_args_max_length
@@ -114,6 +121,8 @@ class Options:
             completion_hooks=_hooks("completion_hooks", completion_hooks),
             traces_enabled=_flag("traces_enabled", traces_enabled, default=True),
             metrics_enabled=_flag("metrics_enabled", metrics_enabled, default=True),
+            queue_metrics_enabled=_flag("queue_metrics_enabled", queue_metrics_enabled, default=True),
+            queue_metrics_interval=_seconds("queue_metrics_interval", queue_metrics_interval),
         )
 
 
@@ -135,6 +144,18 @@ def _flag(option: str, value: bool | None, *, default: bool) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(f"{_env_name(option)} must be true or false, got {raw!r}")
+
+
+def _seconds(option: str, value: float | None) -> float:
+    if value is None:
+        raw = os.environ.get(_env_name(option), "").strip()
+        try:
+            value = float(raw) if raw else DEFAULT_QUEUE_METRICS_INTERVAL
+        except ValueError:
+            raise ValueError(f"{_env_name(option)} must be a number of seconds, got {raw!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise ValueError(f"{option} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def _env_int(option: str, default: int) -> int:

@@ -15,13 +15,29 @@ Attributes are actor and queue names only (bounded cardinality), never ids or ar
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from opentelemetry.metrics import Counter, Histogram, MeterProvider, UpDownCounter, get_meter
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    MeterProvider,
+    Observation,
+    UpDownCounter,
+    get_meter,
+)
 
 from . import semconv
 from .version import __version__
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,3 +128,96 @@ def _create(meter_provider: MeterProvider | None) -> Instruments:
             description="Messages failed for good and moved to the dead-letter queue.",
         ),
     )
+
+
+class QueueGauges:
+    """Observable gauges of queue state, read from the brokers by :mod:`.queue_state`.
+
+    ``dramatiq.queue.depth`` (pending), ``dramatiq.queue.delayed`` and ``dramatiq.queue.dead_lettered``,
+    each with the ``queue_name`` attribute. One collection reads each watched broker once (one round
+    trip for all its queues on Redis) and the snapshot is reused for ``min_interval`` seconds, however
+    often the exporter collects. A broker that cannot be read reports nothing (no series), never zero,
+    and the callback never raises.
+    """
+
+    def __init__(self, meter_provider: MeterProvider | None, min_interval: float, timeout: float) -> None:
+        self.min_interval = min_interval
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._readers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._read_at = -math.inf
+        self._snapshot: dict[str, list[Observation]] = {}
+        meter = get_meter(__name__, __version__, meter_provider)
+        for name, description in (
+            (semconv.METRIC_QUEUE_DEPTH, "Messages waiting in a queue (pending, not yet delivered)."),
+            (semconv.METRIC_QUEUE_DELAYED, "Delayed messages (retries and eta) waiting in a queue."),
+            (semconv.METRIC_QUEUE_DEAD_LETTERED, "Messages in a queue's dead-letter queue."),
+        ):
+            meter.create_observable_gauge(
+                name, callbacks=[self._callback(name)], unit="{message}", description=description
+            )
+
+    def watch(self, broker: Any) -> None:
+        """Report the queues of ``broker`` (kept by weak reference)."""
+        with self._lock:
+            if broker not in self._readers:
+                self._readers[broker] = None  # the reader is built on first collection
+
+    def _callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            try:
+                return self._observations().get(name, [])
+            except Exception:
+                _logger.debug("Queue gauges: collection failed", exc_info=True)
+                return []
+
+        return observe
+
+    def _observations(self) -> dict[str, list[Observation]]:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._read_at < self.min_interval:
+                return self._snapshot
+            snapshot: dict[str, list[Observation]] = {}
+            for broker in list(self._readers.keys()):
+                for queue in self._read(broker):
+                    attributes = {semconv.LABEL_QUEUE_NAME: queue.name}
+                    for metric, value in (
+                        (semconv.METRIC_QUEUE_DEPTH, queue.pending),
+                        (semconv.METRIC_QUEUE_DELAYED, queue.delayed),
+                        (semconv.METRIC_QUEUE_DEAD_LETTERED, queue.dead_lettered),
+                    ):
+                        if value is not None:
+                            snapshot.setdefault(metric, []).append(Observation(value, attributes))
+            self._snapshot, self._read_at = snapshot, now
+            return snapshot
+
+    def _read(self, broker: Any) -> list[Any]:
+        from .queue_state import reader_for_broker
+
+        try:
+            reader = self._readers.get(broker)
+            if reader is None:
+                reader = self._readers[broker] = reader_for_broker(broker, timeout=self.timeout)
+            return list(reader.read().queues)
+        except Exception as exc:  # unreadable broker: no series rather than a misleading zero
+            _logger.debug("Queue gauges: cannot read %s: %s", type(broker).__name__, exc)
+            return []
+
+
+_gauges_lock = threading.Lock()
+_gauges: dict[int, tuple[MeterProvider | None, QueueGauges]] = {}
+
+
+def queue_gauges_for(
+    meter_provider: MeterProvider | None, min_interval: float, timeout: float
+) -> QueueGauges:
+    """The queue gauges of ``meter_provider``, registered once per provider."""
+    with _gauges_lock:
+        cached = _gauges.get(id(meter_provider))
+        if cached is None or cached[0] is not meter_provider:
+            cached = (meter_provider, QueueGauges(meter_provider, min_interval, timeout))
+            _gauges[id(meter_provider)] = cached
+        gauges = cached[1]
+        gauges.min_interval = min(gauges.min_interval, min_interval)
+        return gauges

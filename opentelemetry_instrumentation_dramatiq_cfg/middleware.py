@@ -37,7 +37,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from . import hooks, propagation, semconv
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
-from .metrics import Instruments, instruments_for
+from .metrics import Instruments, instruments_for, queue_gauges_for
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -50,6 +50,9 @@ _logger = logging.getLogger(__name__)
 #: Option key holding the time (epoch ms) a delayed message became due, kept across the move
 #: from the delay queue (which deletes Dramatiq's own ``eta``), for the queue-wait histogram.
 DUE_OPTION = "otel_due_ms"
+
+#: Seconds a queue-gauge read of the broker may take before it is given up.
+READ_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -124,6 +127,20 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         self._repr = reprlib.Repr()
         self._repr.maxstring = self._repr.maxother = self.options.capture_args_max_length
         self._server_attributes: dict[int, dict[str, Any]] = {}
+        self._queue_gauges = (
+            queue_gauges_for(self.options.meter_provider, self.options.queue_metrics_interval, READ_TIMEOUT)
+            if self.options.metrics_enabled and self.options.queue_metrics_enabled
+            else None
+        )
+
+    def watch_queues(self, broker: Broker) -> None:
+        """Report the queue-state gauges of ``broker`` (done on its first declared queue anyway)."""
+        if self._queue_gauges is not None:
+            self._queue_gauges.watch(broker)
+
+    @_guarded
+    def after_declare_queue(self, broker: Broker, queue_name: str) -> None:
+        self.watch_queues(broker)
 
     # -- producer -------------------------------------------------------------------------------
 
