@@ -32,6 +32,7 @@ from dramatiq.middleware import Retries
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.metrics import get_meter_provider
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from . import hooks, propagation, semconv
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
     from dramatiq import Broker, Message
     from dramatiq.broker import MessageProxy
     from dramatiq.worker import Worker
+
+try:  # the API's stand-in until an SDK sets a meter provider (no public name for its class)
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+except ImportError:  # pragma: no cover - then the fast path is simply never taken
+    _ProxyMeterProvider = None  # type: ignore[assignment,misc]
 
 _logger = logging.getLogger(__name__)
 
@@ -127,6 +133,14 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         self._repr = reprlib.Repr()
         self._repr.maxstring = self._repr.maxother = self.options.capture_args_max_length
         self._server_attributes: dict[int, dict[str, Any]] = {}
+        # With global providers and no task hooks, nothing is recorded until an SDK is installed:
+        # the hooks then take a fast path (checked per message, so a later SDK is picked up).
+        self._may_be_noop = (
+            self.options.tracer_provider is None
+            and self.options.meter_provider is None
+            and not self.options.failure_hooks
+            and not self.options.completion_hooks
+        )
         self._queue_gauges = (
             queue_gauges_for(self.options.meter_provider, self.options.queue_metrics_interval, READ_TIMEOUT)
             if self.options.metrics_enabled and self.options.queue_metrics_enabled
@@ -153,6 +167,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         if self._excluded(message.actor_name, queue_name) or not is_instrumentation_enabled():
             return
         options = message.options
+        if self._may_be_noop and _no_sdk():  # only the API is installed: just pass context on
+            if trace.get_current_span().get_span_context().is_valid and not propagation.carries_context(
+                options
+            ):
+                propagation.inject(options, otel_context.get_current())
+            return
         if delay is not None:
             options[DUE_OPTION] = options.get("eta", current_millis() + delay)
         reenqueue = propagation.carries_context(options)
@@ -215,6 +235,8 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         actor_name = message.actor_name
         queue_name = q_name(message.queue_name)
         if self._excluded(actor_name, queue_name) or not is_instrumentation_enabled():
+            return
+        if self._may_be_noop and _no_sdk():
             return
         message_id = message.message_id
         options = message.options
@@ -299,7 +321,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         """Flush spans and metrics: forked worker processes end with ``os._exit`` (no atexit)."""
         providers = (
             self.options.tracer_provider or trace.get_tracer_provider(),
-            self.options.meter_provider or _global_meter_provider(),
+            self.options.meter_provider or get_meter_provider(),
         )
         for provider in providers:
             flush = getattr(provider, "force_flush", None)
@@ -551,7 +573,10 @@ def _server_attributes(broker: Broker) -> dict[str, Any]:
     return attributes
 
 
-def _global_meter_provider() -> object:
-    from opentelemetry.metrics import get_meter_provider
-
-    return get_meter_provider()
+def _no_sdk() -> bool:
+    """Whether neither a global tracer provider nor a global meter provider has been set."""
+    return (
+        _ProxyMeterProvider is not None
+        and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        and isinstance(get_meter_provider(), _ProxyMeterProvider)
+    )
