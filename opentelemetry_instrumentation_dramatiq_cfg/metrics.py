@@ -11,28 +11,26 @@ Two families are recorded from the same hooks:
   and dead-lettered messages.
 
 Attributes are actor and queue names only (bounded cardinality), never ids or arguments.
+
+Counts are kept in this process by :class:`Tally` and reported through observable instruments: the
+exported data (cumulative sums) is the same as with synchronous counters, but counting a message
+costs a dict update (~0.3 µs) instead of an SDK ``add`` (~5 µs each, several per message).
+Histograms are synchronous SDK instruments.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.metrics import (
-    CallbackOptions,
-    Counter,
-    Histogram,
-    MeterProvider,
-    Observation,
-    UpDownCounter,
-    get_meter,
-)
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, Observation, get_meter
 
 from . import semconv
 from .version import __version__
@@ -40,18 +38,57 @@ from .version import __version__
 _logger = logging.getLogger(__name__)
 
 
+class Tally:
+    """Sums per attribute set, kept in this process and observed at collection time.
+
+    Thread-safe. Forked children start from zero (``os.register_at_fork``), so a worker process never
+    reports counts its parent made.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sums: dict[tuple[tuple[str, Any], ...], int] = {}
+        _tallies.add(self)
+
+    def add(self, amount: int, attributes: Mapping[str, Any]) -> None:
+        key = tuple(attributes.items())
+        with self._lock:
+            self._sums[key] = self._sums.get(key, 0) + amount
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            sums = list(self._sums.items())
+        return [Observation(value, dict(key)) for key, value in sums]
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._sums = {}
+
+
+_tallies: weakref.WeakSet[Tally] = weakref.WeakSet()
+
+
+def _forget_parent_counts() -> None:
+    for tally in list(_tallies):
+        tally._forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_counts)
+
+
 @dataclass(frozen=True)
 class Instruments:
     send_duration: Histogram
-    sent_messages: Counter
+    sent_messages: Tally
     process_duration: Histogram
-    consumed_messages: Counter
-    tasks: Counter
+    consumed_messages: Tally
+    tasks: Tally
     task_duration: Histogram
     queue_wait: Histogram
-    in_flight: UpDownCounter
-    retries: Counter
-    dead_lettered: Counter
+    in_flight: Tally
+    retries: Tally
+    dead_lettered: Tally
 
 
 _lock = threading.Lock()
@@ -79,7 +116,8 @@ def _create(meter_provider: MeterProvider | None) -> Instruments:
             description="Duration of the send operation (enqueue) of a Dramatiq message.",
             explicit_bucket_boundaries_advisory=buckets,
         ),
-        sent_messages=meter.create_counter(
+        sent_messages=_counter(
+            meter,
             semconv.MESSAGING_CLIENT_SENT_MESSAGES,
             unit="{message}",
             description="Number of messages the producer attempted to send.",
@@ -90,12 +128,14 @@ def _create(meter_provider: MeterProvider | None) -> Instruments:
             description="Duration of processing one Dramatiq message, middleware included.",
             explicit_bucket_boundaries_advisory=buckets,
         ),
-        consumed_messages=meter.create_counter(
+        consumed_messages=_counter(
+            meter,
             semconv.MESSAGING_CLIENT_CONSUMED_MESSAGES,
             unit="{message}",
             description="Number of messages delivered to a Dramatiq worker.",
         ),
-        tasks=meter.create_counter(
+        tasks=_counter(
+            meter,
             semconv.METRIC_TASKS,
             unit="",
             description="Tasks processed, by actor and status (success, failure, retry, skipped).",
@@ -112,22 +152,33 @@ def _create(meter_provider: MeterProvider | None) -> Instruments:
             description="Time from a message being due (enqueued, or its eta) to the start of processing.",
             explicit_bucket_boundaries_advisory=buckets,
         ),
-        in_flight=meter.create_up_down_counter(
+        in_flight=_counter(
+            meter,
             semconv.METRIC_IN_FLIGHT,
+            up_down=True,
             unit="{message}",
             description="Messages being processed by this worker process.",
         ),
-        retries=meter.create_counter(
+        retries=_counter(
+            meter,
             semconv.METRIC_RETRIES,
             unit="{retry}",
             description="Failed attempts that will be retried.",
         ),
-        dead_lettered=meter.create_counter(
+        dead_lettered=_counter(
+            meter,
             semconv.METRIC_DEAD_LETTERED,
             unit="{message}",
             description="Messages failed for good and moved to the dead-letter queue.",
         ),
     )
+
+
+def _counter(meter: Meter, name: str, *, unit: str, description: str, up_down: bool = False) -> Tally:
+    tally = Tally()
+    create = meter.create_observable_up_down_counter if up_down else meter.create_observable_counter
+    create(name, callbacks=[tally.observe], unit=unit, description=description)
+    return tally
 
 
 class QueueGauges:

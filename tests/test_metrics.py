@@ -242,3 +242,24 @@ def test_prometheus_exporter_renders_the_guides_series(instrument, queue_name, s
     assert any(s.name == "dramatiq_task_duration_seconds_bucket" for s in samples)
     if not scope_info_enabled:
         assert all(not k.startswith("otel_") for s in samples for k in s.labels)
+
+
+def test_a_forked_child_does_not_report_its_parents_counts(meter_provider, metric_reader):
+    import os
+
+    instruments = instruments_for(meter_provider)
+    instruments.tasks.add(5, {"task_name": "parent", "status": "success"})
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what would it export?
+        os.close(read_fd)
+        instruments.tasks.add(1, {"task_name": "child", "status": "success"})
+        names = sorted(p.attributes["task_name"] for p in points(metric_reader, "dramatiq.tasks"))
+        os.write(write_fd, ",".join(names).encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        child_saw = pipe.read()
+    os.waitpid(pid, 0)
+    assert child_saw == "child"
+    assert counter_values(metric_reader, "dramatiq.tasks") == {task_key("parent", "success"): 5}
