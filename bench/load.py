@@ -1,0 +1,257 @@
+"""Load: many messages through a real broker and the real ``dramatiq`` command, with and without
+``opentelemetry-instrument``, in one run.
+
+Run::
+
+    .venv/bin/python bench/load.py                         # 100,000 messages, Redis, 2 processes x 8 threads
+    .venv/bin/python bench/load.py --broker rabbitmq
+    .venv/bin/python bench/load.py --messages 2000 --json out.json   # the reduced size CI runs
+
+For each mode (uninstrumented, then instrumented), the script enqueues N messages with no worker
+running, starts ``dramatiq bench.load_app --processes P --threads T`` (under ``opentelemetry-instrument``
+for the instrumented mode, exporting OTLP/HTTP to a sink in this process that counts the spans it
+receives), times the drain from the moment 10% of the messages are done (start-up, which differs
+between the modes, is behind us) to the last one, stops the workers with SIGTERM, and checks:
+
+* every message processed exactly once (a Redis set of message ids has N members);
+* every message has its process span and its send span (the sink received N of each);
+* no context leak: inside the actor, the current span's parent is the message's own send span;
+* worker memory: RSS of each worker process when 10% of the messages are done and at the end
+  (the growth reported is the largest of the worker processes).
+
+Throughput = N / drain time; the ratio instrumented / uninstrumented is what the README reports (the
+target is >= 0.9). Nothing here is a test assertion: the figures are printed (and written as JSON);
+the exit code is 1 if a message was lost, processed twice, had no span, or saw a leaked context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SpanSink:
+    """An OTLP/HTTP receiver that keeps request bodies and counts spans by name prefix afterwards.
+
+    Bodies are parsed only when counted, after a run, so the sink takes no CPU from the workers.
+    """
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                with sink.lock:
+                    sink.bodies.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def take_counts(self) -> dict[str, int]:
+        """Spans received since the last call, by the first word of their name."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        with self.lock:
+            bodies, self.bodies = self.bodies, []
+        counts = {"send": 0, "process": 0, "other": 0}
+        for body in bodies:
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        word = span.name.split(" ", 1)[0]
+                        counts[word if word in counts else "other"] += 1
+        return counts
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
+    namespace = f"otel-load-{uuid.uuid4().hex[:8]}"
+    instrumented = mode == "instrumented"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LOAD_BROKER": args.broker,
+        "LOAD_NAMESPACE": namespace,
+        "LOAD_REDIS_URL": REDIS_URL,
+        "LOAD_INSTRUMENTED": "1" if instrumented else "0",
+        "OTEL_SERVICE_NAME": "dramatiq-load",
+        "OTEL_TRACES_EXPORTER": args.traces_exporter,
+        "OTEL_METRICS_EXPORTER": args.metrics_exporter,
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+        "OTEL_BSP_MAX_QUEUE_SIZE": str(max(2048, args.messages * 2)),
+    }
+    client = redis.Redis.from_url(REDIS_URL)
+    sink.take_counts()
+
+    # Enqueue with the producer side instrumented the same way (a subprocess, like a web app would).
+    producer = [sys.executable, "-c", _PRODUCER, str(args.messages)]
+    if instrumented:
+        producer = [str(BIN / "opentelemetry-instrument"), *producer]
+    subprocess.run(producer, env=env, check=True, cwd=ROOT)
+
+    worker = [
+        str(BIN / "dramatiq"),
+        "bench.load_app",
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+    ]
+    if instrumented:
+        worker = [str(BIN / "opentelemetry-instrument"), *worker]
+    process = subprocess.Popen(worker, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rss_early: dict[int, int] = {}
+    first_tenth = args.messages // 10
+    started = done_at_start = 0
+    try:
+        done = 0
+        deadline = time.monotonic() + args.timeout
+        while done < args.messages and time.monotonic() < deadline:
+            time.sleep(0.02)
+            done = client.scard(f"{namespace}:done")
+            if not rss_early and done >= first_tenth:  # steady state: start-up is behind us
+                started, done_at_start = time.perf_counter(), done
+                rss_early = {pid: rss_kib(pid) for pid in children(process.pid)}
+        elapsed = time.perf_counter() - started
+        rss_end = {pid: rss_kib(pid) for pid in children(process.pid)}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    spans = sink.take_counts()  # the workers have exited: their shutdown flush is in
+    leaks = int(client.get(f"{namespace}:leaks") or 0)
+    for key in client.scan_iter(match=f"{namespace}*"):
+        client.delete(key)
+    if args.broker == "rabbitmq":
+        subprocess.run([sys.executable, "-c", _DELETE_QUEUES, namespace], check=False)
+    growth = max((rss_end.get(pid, 0) - kib for pid, kib in rss_early.items()), default=0)
+    return {
+        "mode": mode,
+        "messages": args.messages,
+        "processed": done,
+        "seconds": round(elapsed, 3),
+        "throughput": round((done - done_at_start) / elapsed, 1),
+        "send_spans": spans["send"],
+        "process_spans": spans["process"],
+        "context_leaks": leaks,
+        "rss_growth_kib": growth,
+    }
+
+
+_PRODUCER = """
+import sys
+import bench.load_app as app
+n = int(sys.argv[1])
+for i in range(n):
+    app.load_task.send(i)
+from opentelemetry import trace
+flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+if flush:
+    flush()
+"""
+
+_DELETE_QUEUES = """
+import sys, pika
+name = sys.argv[1]
+connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+channel = connection.channel()
+for queue in (name, name + ".DQ", name + ".XQ"):
+    channel.queue_delete(queue)
+connection.close()
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--broker", choices=["redis", "rabbitmq"], default="redis")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the drain")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--traces-exporter", default="otlp", help="OTEL_TRACES_EXPORTER of the workers")
+    parser.add_argument("--metrics-exporter", default="none", help="OTEL_METRICS_EXPORTER of the workers")
+    args = parser.parse_args()
+
+    sink = SpanSink()
+    results = [run(mode, args, sink) for mode in ("uninstrumented", "instrumented")]
+    plain, traced = results
+    ratio = traced["throughput"] / plain["throughput"] if plain["throughput"] else 0.0
+    header = f"{args.messages:,} messages, {args.broker}, {args.processes} processes x {args.threads} threads"
+    print(header)
+    print("| mode | processed | s | msg/s | send spans | process spans | leaks | worker RSS growth |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        growth = r["rss_growth_kib"] / 1024
+        print(
+            f"| {r['mode']} | {r['processed']:,} | {r['seconds']} | {r['throughput']:,} "
+            f"| {r['send_spans']:,} | {r['process_spans']:,} | {r['context_leaks']} | {growth:.1f} MiB |"
+        )
+    print(f"throughput instrumented / uninstrumented: {ratio:.2f} (target >= 0.9)")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "ratio": ratio}, indent=2))
+    failed = (
+        any(r["processed"] != args.messages for r in results)
+        or traced["process_spans"] < args.messages
+        or traced["send_spans"] < args.messages
+        or traced["context_leaks"]
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

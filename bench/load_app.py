@@ -1,0 +1,47 @@
+"""The actor module the load benchmark starts with the real ``dramatiq`` command.
+
+Configured by environment variables (set by ``bench/load.py``): ``LOAD_BROKER`` (``redis`` or
+``rabbitmq``), ``LOAD_NAMESPACE`` (Redis namespace and RabbitMQ queue name), ``LOAD_REDIS_URL``.
+Bookkeeping goes to Redis in every case: one ``SADD`` of the message id (processed exactly once?),
+one ``INCR`` of a leak counter when the trace context seen by the actor is not the message's own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dramatiq
+import redis
+from dramatiq.middleware import CurrentMessage
+from opentelemetry import trace
+
+NAMESPACE = os.environ.get("LOAD_NAMESPACE", "otel-load")
+REDIS_URL = os.environ.get("LOAD_REDIS_URL", "redis://127.0.0.1:6379/0")
+INSTRUMENTED = os.environ.get("LOAD_INSTRUMENTED") == "1"
+
+if os.environ.get("LOAD_BROKER", "redis") == "rabbitmq":
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    broker: dramatiq.Broker = RabbitmqBroker(host="127.0.0.1", port=5672, heartbeat=30)
+else:
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE)
+broker.add_middleware(CurrentMessage())
+dramatiq.set_broker(broker)
+bookkeeping = redis.Redis.from_url(REDIS_URL)
+
+
+@dramatiq.actor(queue_name=NAMESPACE, max_retries=0)
+def load_task(i: int) -> None:
+    message = CurrentMessage.get_current_message()
+    pipe = bookkeeping.pipeline(transaction=False)
+    pipe.sadd(f"{NAMESPACE}:done", message.message_id)
+    if INSTRUMENTED:
+        span = trace.get_current_span()
+        parent = getattr(span, "parent", None)
+        sent_by = str(message.options.get("traceparent", "")).split("-")
+        # The current span must be this message's process span, child of this message's send span.
+        if parent is None or len(sent_by) < 3 or f"{parent.span_id:016x}" != sent_by[2]:
+            pipe.incr(f"{NAMESPACE}:leaks")
+    pipe.execute()
