@@ -39,6 +39,7 @@ from . import hooks, propagation, semconv
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for, queue_gauges_for
+from .queue_state.registry import WorkerRegistryMiddleware
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
     """
 
     def __init__(self, **options: Any) -> None:
+        self._registry = WorkerRegistryMiddleware()
         self.configure(**options)
 
     def configure(self, **options: Any) -> None:
@@ -315,6 +317,15 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             _end_process(state, semconv.OUTCOME_SKIPPED, None, failed=message.failed)
 
     # -- worker lifecycle -----------------------------------------------------------------------
+
+    @_guarded
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        """Register the worker (see :mod:`.queue_state.registry`) for the health view."""
+        self._registry.after_worker_boot(broker, worker)
+
+    @_guarded
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        self._registry.before_worker_shutdown(broker, worker)
 
     @_guarded
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
