@@ -1,0 +1,106 @@
+"""The ``DRAMATIQ_HEALTH`` settings block, with its defaults and its validation.
+
+=====================  ==========  ==================================================================
+Key                    Default     Meaning
+=====================  ==========  ==================================================================
+``ENABLED``            ``True``    ``False``: the view answers ``{"status": "disabled"}`` (HTTP 200).
+``BROKER``             ``None``    The broker to read: ``None`` for the one django_dramatiq configured
+                                   from ``DRAMATIQ_BROKER`` (the global broker), or a dotted path to a
+                                   broker object.
+``TIMEOUT``            ``2.0``     Seconds a broker read may take before the answer is ``unhealthy``.
+``MIN_WORKERS``        ``1``       Active workers needed for ``healthy`` (fewer: ``degraded``).
+``WORKER_TIMEOUT``     ``60.0``    Seconds without a registry beat before a worker is ``stale``.
+``DETAILS``            ``"staff"`` Who sees ``queues`` and ``workers``: ``"public"``, ``"staff"`` (a
+                                   logged-in staff user, or the token) or ``"token"`` (only the token).
+``TOKEN``              ``None``    Secret for the ``X-Dramatiq-Health-Token`` header (required with
+                                   ``DETAILS="token"``); compared in constant time.
+``UNHEALTHY_STATUS``   ``500``     HTTP status of an ``unhealthy`` answer: 500 or 503.
+``INSTRUMENT``         ``False``   ``True``: the app calls ``DramatiqInstrumentor().instrument()`` in
+                                   ``ready()``, with ``INSTRUMENT_OPTIONS`` as keyword arguments.
+``INSTRUMENT_OPTIONS`` ``{}``      Options of ``instrument()`` (e.g. ``{"failure_hooks": [...]}``).
+``ALERT_WINDOW``       ``300``     Seconds during which ``mail_admins_on_failure`` sends at most one
+                                   mail per actor.
+=====================  ==========  ==================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from django.conf import settings
+
+SETTING: Final = "DRAMATIQ_HEALTH"
+DETAILS_MODES: Final = ("public", "staff", "token")
+TOKEN_HEADER: Final = "X-Dramatiq-Health-Token"
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    ENABLED: bool = True
+    BROKER: Any = None
+    TIMEOUT: float = 2.0
+    MIN_WORKERS: int = 1
+    WORKER_TIMEOUT: float = 60.0
+    DETAILS: str = "staff"
+    TOKEN: str | None = field(default=None, repr=False)
+    UNHEALTHY_STATUS: int = 500
+    INSTRUMENT: bool = False
+    INSTRUMENT_OPTIONS: dict[str, Any] = field(default_factory=dict)
+    ALERT_WINDOW: float = 300.0
+
+
+KEYS: Final = frozenset(f.name for f in fields(HealthSettings))
+
+
+def raw_settings() -> Any:
+    return getattr(settings, SETTING, {})
+
+
+def problems(raw: Any) -> list[str]:
+    """What is wrong with the settings block, in words (empty when it is fine)."""
+    if not isinstance(raw, dict):
+        return [f"{SETTING} must be a dict, got {type(raw).__name__}"]
+    found = []
+    unknown = sorted(set(raw) - KEYS)
+    if unknown:
+        found.append(f"{SETTING} has unknown keys {unknown}; known keys: {sorted(KEYS)}")
+    for key, kind in (("ENABLED", bool), ("INSTRUMENT", bool)):
+        if key in raw and not isinstance(raw[key], kind):
+            found.append(f"{SETTING}['{key}'] must be True or False, got {raw[key]!r}")
+    for key in ("TIMEOUT", "WORKER_TIMEOUT", "ALERT_WINDOW"):
+        value = raw.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            found.append(f"{SETTING}['{key}'] must be a positive number of seconds, got {value!r}")
+    if "TIMEOUT" in raw and not found and raw["TIMEOUT"] >= 3600:
+        found.append(f"{SETTING}['TIMEOUT'] must be under 3600 seconds, got {raw['TIMEOUT']!r}")
+    min_workers = raw.get("MIN_WORKERS", 1)
+    if isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 0:
+        found.append(f"{SETTING}['MIN_WORKERS'] must be an integer >= 0, got {min_workers!r}")
+    details = raw.get("DETAILS", "staff")
+    if details not in DETAILS_MODES:
+        found.append(f"{SETTING}['DETAILS'] must be one of {list(DETAILS_MODES)}, got {details!r}")
+    token = raw.get("TOKEN")
+    if token is not None and (not isinstance(token, str) or len(token) < 16):
+        found.append(f"{SETTING}['TOKEN'] must be a string of at least 16 characters")
+    if details == "token" and not token:
+        found.append(f"{SETTING}['DETAILS'] is 'token' but {SETTING}['TOKEN'] is not set")
+    if raw.get("UNHEALTHY_STATUS", 500) not in (500, 503):
+        found.append(f"{SETTING}['UNHEALTHY_STATUS'] must be 500 or 503, got {raw.get('UNHEALTHY_STATUS')!r}")
+    if not isinstance(raw.get("INSTRUMENT_OPTIONS", {}), dict):
+        found.append(f"{SETTING}['INSTRUMENT_OPTIONS'] must be a dict of instrument() keyword arguments")
+    broker = raw.get("BROKER")
+    if broker is not None and isinstance(broker, str) and "." not in broker:
+        found.append(f"{SETTING}['BROKER'] must be a dotted path 'module.attribute', got {broker!r}")
+    return found
+
+
+def health_settings() -> HealthSettings:
+    """The settings block with defaults filled in; raises ``ImproperlyConfigured`` if it is wrong."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    raw = raw_settings()
+    found = problems(raw)
+    if found:
+        raise ImproperlyConfigured("; ".join(found))
+    return HealthSettings(**raw)
