@@ -94,8 +94,7 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         unwrap(dramatiq.Broker, "__init__")
         unwrap(dramatiq.broker, "set_broker")
-        if isinstance(dramatiq.set_broker, wrapt.ObjectProxy):
-            unwrap(dramatiq, "set_broker")
+        unwrap(dramatiq, "set_broker")  # a no-op unless it was wrapped apart from dramatiq.broker's
         for cls in self._patched_enqueues:
             unwrap(cls, "enqueue")
         self._patched_enqueues = []

@@ -1,0 +1,3 @@
+from django.urls import include, path
+
+urlpatterns = [path("health/", include("opentelemetry_instrumentation_dramatiq_cfg.django.urls"))]
