@@ -1,0 +1,112 @@
+"""The real ``dramatiq`` command under ``opentelemetry-instrument``, exporting OTLP to a receiver the
+test starts itself, against the real Redis broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from .conftest import REDIS, require_service, unique
+from .otlp_receiver import Receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MESSAGES = 20
+PRODUCER = "import sys, tests.worker_app as app\nfor i in range(int(sys.argv[1])):\n    app.double.send(i)\n"
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    receiver = Receiver(request.param)
+    yield receiver
+    receiver.stop()
+
+
+def otel_env(receiver: Receiver, namespace: str, service: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WORKER_APP_NAMESPACE": namespace,
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        # Only the flush at worker shutdown can deliver the workers' spans: none may be lost there.
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",
+    }
+
+
+def drained(client: redis.Redis, namespace: str) -> bool:
+    return client.llen(f"{namespace}:{namespace}") == 0 and client.hlen(f"{namespace}:{namespace}.msgs") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("process_model", "receiver"),
+    [("fork", "grpc"), ("fork", "http/protobuf"), ("spawn", "grpc")],
+    indirect=["receiver"],
+)
+def test_every_message_is_traced_from_producer_process_to_worker_processes(receiver, process_model):
+    require_service("Redis", REDIS)
+    namespace = unique("otel-procs")
+    client = redis.Redis(*REDIS)
+    # What a user types: opentelemetry-instrument dramatiq tests.worker_app --processes 2 --threads 2
+    command = [str(BIN / "opentelemetry-instrument"), str(BIN / "dramatiq"), "tests.worker_app"]
+    command += ["--processes", "2", "--threads", "2"]
+    if process_model == "spawn":
+        command.append("--use-spawn")
+    workers = subprocess.Popen(
+        command,
+        env=otel_env(receiver, namespace, "worker"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        subprocess.run(
+            [str(BIN / "opentelemetry-instrument"), sys.executable, "-c", PRODUCER, str(MESSAGES)],
+            env=otel_env(receiver, namespace, "producer"),
+            cwd=ROOT,
+            check=True,
+            timeout=120,
+        )
+        deadline = time.monotonic() + 120
+        while not drained(client, namespace):
+            assert workers.poll() is None, workers.stderr.read() if workers.stderr else ""
+            assert time.monotonic() < deadline, "the workers did not drain the queue"
+            time.sleep(0.1)
+        # Every message is processed; the workers still hold their spans (schedule delay 10 min).
+        workers.send_signal(signal.SIGTERM)
+        _, stderr = workers.communicate(timeout=120)
+    finally:
+        if workers.poll() is None:
+            workers.kill()
+            workers.wait()
+        for key in client.scan_iter(match=f"{namespace}*"):
+            client.delete(key)
+
+    assert workers.returncode == 0, stderr
+    receiver.wait_for(lambda r: len(r.named("process ")) >= MESSAGES, timeout=30)
+    sends = {span.span_id: span for span in receiver.named(f"send {namespace}")}
+    processes = receiver.named(f"process {namespace}")
+    assert len(sends) == MESSAGES
+    assert len(processes) == MESSAGES
+    for process in processes:
+        send = sends[process.parent_span_id]
+        assert process.trace_id == send.trace_id
+        assert process.kind == 5 and send.kind == 4  # CONSUMER, PRODUCER (OTLP enum values)
+        assert process.attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
+        assert process.resource["service.name"] == "worker" and send.resource["service.name"] == "producer"
+    assert len({p.parent_span_id for p in processes}) == MESSAGES

@@ -1,0 +1,21 @@
+"""Actors run by the real ``dramatiq`` command in tests/test_worker_processes.py.
+
+``WORKER_APP_NAMESPACE`` selects the Redis namespace and queue, so each test has its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+NAMESPACE = os.environ.get("WORKER_APP_NAMESPACE", "otel-worker-app")
+
+broker = RedisBroker(host="127.0.0.1", port=6379, namespace=NAMESPACE)
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(queue_name=NAMESPACE, max_retries=0)
+def double(x: int) -> int:
+    return x * 2
