@@ -21,7 +21,7 @@ Dramatiq.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -75,6 +75,24 @@ def call_hooks(outcome: TaskOutcome, hooks: Sequence[TaskHook]) -> int:
         except Exception:
             _logger.warning("Dramatiq task hook %r failed", hook, exc_info=True)
     return len(hooks)
+
+
+_flushers: list[Callable[[], object]] = []
+
+
+def register_flush(flush: Callable[[], object]) -> None:
+    """Have ``flush()`` called when a worker shuts down (before a forked child's ``os._exit``)."""
+    if flush not in _flushers:
+        _flushers.append(flush)
+
+
+def flush_all() -> None:
+    """Call every registered flush; never raises."""
+    for flush in list(_flushers):
+        try:
+            flush()
+        except Exception:
+            _logger.warning("Dramatiq flush %r failed", flush, exc_info=True)
 
 
 def _claim(broker: Any, message_id: str) -> bool:

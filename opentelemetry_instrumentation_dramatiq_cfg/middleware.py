@@ -329,7 +329,8 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
 
     @_guarded
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
-        """Flush spans and metrics: forked worker processes end with ``os._exit`` (no atexit)."""
+        """Flush buffered hooks, spans and metrics: forked workers end with ``os._exit`` (no atexit)."""
+        hooks.flush_all()
         providers = (
             self.options.tracer_provider or trace.get_tracer_provider(),
             self.options.meter_provider or get_meter_provider(),

@@ -8,6 +8,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "opentelemetry_instrumentation_dramatiq_cfg.django",
+    "opentelemetry_instrumentation_dramatiq_cfg.django.records",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
