@@ -359,9 +359,13 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             exception=exception,
             trace_id=trace.format_trace_id(span_context.trace_id) if span_context else None,
         )
-        if hooks.call_failure_hooks(broker, task, failure_hooks) and state.span is not None:
-            state.span.add_event("dramatiq.permanent_failure", {"hooks": len(failure_hooks)})
-        hooks.call_hooks(task, self.options.completion_hooks)
+        token = _processing.set(state)  # hooks log as part of the message (see logs.py)
+        try:
+            if hooks.call_failure_hooks(broker, task, failure_hooks) and state.span is not None:
+                state.span.add_event("dramatiq.permanent_failure", {"hooks": len(failure_hooks)})
+            hooks.call_hooks(task, self.options.completion_hooks)
+        finally:
+            _processing.reset(token)
 
     def _excluded(self, actor_name: str, queue_name: str) -> bool:
         return actor_name in self.options.excluded_actors or queue_name in self.options.excluded_queues

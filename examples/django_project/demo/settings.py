@@ -79,7 +79,7 @@ DRAMATIQ_TASKS_DATABASE = "default"
 # (set before the broker is built; docker-compose and the tests set the same ones).
 os.environ.setdefault(
     "OTEL_PYTHON_DRAMATIQ_FAILURE_HOOKS",
-    "shop.tasks.handle_permanent_failure,"
+    "shop.failures.handle_permanent_failure,"
     "opentelemetry_instrumentation_dramatiq_cfg.django.alerts.mail_admins_on_failure",
 )
 
@@ -108,5 +108,6 @@ LOGGING = {
     "loggers": {
         "dramatiq": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "shop": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "opentelemetry_instrumentation_dramatiq_cfg": {"handlers": ["console"], "level": "WARNING"},
     },
 }

@@ -3,8 +3,8 @@
 What the guide did by hand is now done for every actor:
 - retries and the final failure are told apart on the process span (``messaging.dramatiq.outcome``)
   and in ``dramatiq_tasks_total{status=...}``;
-- the permanent failure reaches ``handle_permanent_failure`` through the failure hooks (settings), and
-  the admins get one mail per actor per window (``mail_admins_on_failure``);
+- the permanent failure reaches ``shop.failures.handle_permanent_failure`` through the failure hooks
+  (settings), and the admins get one mail per actor per window (``mail_admins_on_failure``);
 - every log line below carries the trace id, span id, actor and message id (LOGGING in settings).
 """
 
@@ -42,13 +42,3 @@ def robust_task(data_id: int) -> None:
     logger.info("Processing data %s (attempt %s)", data_id, retries + 1)
     process_data(data_id)
     logger.info("Successfully processed data %s", data_id)
-
-
-def handle_permanent_failure(failure) -> None:  # a failure hook: called once per message
-    logger.error(
-        "Permanent failure of %s (message %s, trace %s): %r",
-        failure.actor_name,
-        failure.message_id,
-        failure.trace_id,
-        failure.exception,
-    )
