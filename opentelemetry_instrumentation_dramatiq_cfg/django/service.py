@@ -13,14 +13,19 @@ view and of the ``dramatiq_health`` command.
 from __future__ import annotations
 
 import importlib
+import weakref
 from typing import Any
 
 import dramatiq.broker
 
-from ..queue_state import BrokerSnapshot, BrokerUnavailable, reader_for_broker, redact
+from ..queue_state import BrokerSnapshot, BrokerUnavailable, QueueStateReader, reader_for_broker, redact
 from .conf import HealthSettings, health_settings
 
 HEALTHY, DEGRADED, UNHEALTHY, DISABLED = "healthy", "degraded", "unhealthy", "disabled"
+
+_readers: weakref.WeakKeyDictionary[Any, dict[tuple[float, float], QueueStateReader]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class TaskService:
@@ -53,15 +58,23 @@ class TaskService:
         """The broker state, read once per service; ``None`` (and :attr:`error`) when unreadable."""
         if self._snapshot is None and self._error is None:
             try:
-                reader = reader_for_broker(
-                    self.broker(), timeout=self.config.TIMEOUT, worker_timeout=self.config.WORKER_TIMEOUT
-                )
-                self._snapshot = reader.read()
+                self._snapshot = self._reader().read()
             except BrokerUnavailable as exc:
                 self._error = str(exc)
             except Exception as exc:  # a bug or a misconfiguration: report it, never a traceback
                 self._error = redact(f"{type(exc).__name__}: {exc}")
         return self._snapshot
+
+    def _reader(self) -> QueueStateReader:
+        """The broker's reader, kept between requests so its connection is reused."""
+        broker = self.broker()
+        key = (self.config.TIMEOUT, self.config.WORKER_TIMEOUT)
+        readers = _readers.setdefault(broker, {})
+        if key not in readers:
+            readers[key] = reader_for_broker(
+                broker, timeout=self.config.TIMEOUT, worker_timeout=self.config.WORKER_TIMEOUT
+            )
+        return readers[key]
 
     @property
     def error(self) -> str | None:
