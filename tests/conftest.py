@@ -188,5 +188,16 @@ def wait_processed(broker: dramatiq.Broker, queue_name: str, worker: dramatiq.Wo
         worker.join()
 
 
+def process_all(broker: dramatiq.Broker, *queue_names: str) -> None:
+    """Run a one-thread Worker until every message of ``queue_names`` is done, then stop it."""
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        for queue_name in queue_names:
+            wait_processed(broker, queue_name, worker)
+    finally:
+        worker.stop()
+
+
 def spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [span for span in exporter.get_finished_spans() if span.name == name]

@@ -16,7 +16,7 @@ from django.test import RequestFactory
 from opentelemetry_instrumentation_dramatiq_cfg.django.alerts import mail_admins_on_failure
 from opentelemetry_instrumentation_dramatiq_cfg.hooks import TaskOutcome
 
-from .conftest import make_broker
+from .conftest import make_broker, process_all
 
 TOKEN = "a-long-enough-health-token"
 
@@ -293,15 +293,12 @@ def test_a_worker_failing_for_good_alerts_once_after_the_last_attempt(
         attempts.append(CurrentMessage.get_current_message().options.get("retries", 0))
         raise RuntimeError("still broken")
 
-    from .conftest import cleanup_broker, wait_processed
+    from .conftest import cleanup_broker
 
     message = always_fails.send()
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
     try:
-        wait_processed(broker, queue_name, worker)
+        process_all(broker, queue_name)
     finally:
-        worker.stop()
         cleanup_broker(broker, namespace)
 
     assert attempts == [0, 1, 2, 3]

@@ -12,7 +12,7 @@ from opentelemetry import trace
 from opentelemetry_instrumentation_dramatiq_cfg.hooks import PermanentFailure, call_failure_hooks, call_hooks
 from opentelemetry_instrumentation_dramatiq_cfg.logs import DramatiqLogFilter
 
-from .conftest import cleanup_broker, make_broker, spans_named, unique, wait_processed
+from .conftest import cleanup_broker, make_broker, process_all, spans_named, unique, wait_processed
 
 failures_seen: list[PermanentFailure] = []
 
@@ -34,15 +34,6 @@ def failures(instrument, broker_kind, namespace):
     failures_seen.clear()
 
 
-def run(broker, queue_name):
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
-    worker.start()
-    try:
-        wait_processed(broker, queue_name, worker)
-    finally:
-        worker.stop()
-
-
 def test_failure_hook_runs_once_after_the_last_attempt(failures, queue_name, span_exporter):
     attempts: list[int] = []
 
@@ -52,7 +43,7 @@ def test_failure_hook_runs_once_after_the_last_attempt(failures, queue_name, spa
         raise ValueError(f"bad {data_id}")
 
     message = always_fails.send(7)
-    run(failures, queue_name)
+    process_all(failures, queue_name)
 
     assert attempts == [0, 1, 2, 3]
     (failure,) = failures_seen
@@ -82,7 +73,7 @@ def test_failure_hook_runs_for_an_exception_that_is_not_retried(failures, queue_
         raise KeyError("missing")
 
     refuses.send()
-    run(failures, queue_name)
+    process_all(failures, queue_name)
 
     (failure,) = failures_seen
     assert failure.retries == 0 and isinstance(failure.exception, KeyError)
@@ -95,7 +86,7 @@ def test_failure_hook_is_not_called_for_success_or_recovered_retries(failures, q
             raise ConnectionError("transient")
 
     recovers.send()
-    run(failures, queue_name)
+    process_all(failures, queue_name)
 
     assert failures_seen == []
 
@@ -142,7 +133,7 @@ def test_completion_hooks_see_every_attempt_with_its_outcome(instrument, queue_n
             raise ConnectionError("transient")
 
     message = second_time_lucky.send()
-    run(broker, queue_name)
+    process_all(broker, queue_name)
 
     assert [(o.outcome, o.retries, o.message_id) for o in seen] == [
         ("retry", 0, message.message_id),

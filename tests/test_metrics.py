@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry_instrumentation_dramatiq_cfg.metrics import instruments_for
 from opentelemetry_instrumentation_dramatiq_cfg.middleware import DUE_OPTION
 
-from .conftest import wait_processed
+from .conftest import process_all, wait_processed
 
 
 def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
@@ -169,12 +169,7 @@ def test_metrics_can_be_turned_off_while_traces_stay(
         return None
 
     quiet.send()
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        wait_processed(broker, queue_name, worker)
-    finally:
-        worker.stop()
+    process_all(broker, queue_name)
 
     assert points(metric_reader, "dramatiq.tasks") == []
     assert sorted(span.name for span in span_exporter.get_finished_spans()) == [
@@ -209,12 +204,7 @@ def test_prometheus_exporter_renders_the_guides_series(instrument, queue_name, s
 
     monitored_task.send(False)
     monitored_task.send(True)
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        wait_processed(broker, queue_name, worker)
-    finally:
-        worker.stop()
+    process_all(broker, queue_name)
 
     # The exporter's first collection after start-up can repeat families it had queued while being
     # registered (an upstream quirk, not ours); Prometheus scrapes repeatedly, so read the second.

@@ -16,7 +16,7 @@ from opentelemetry_instrumentation_dramatiq_cfg.django.records import writer
 from opentelemetry_instrumentation_dramatiq_cfg.django.records.models import TaskRecord
 from opentelemetry_instrumentation_dramatiq_cfg.hooks import TaskOutcome
 
-from .conftest import cleanup_broker, make_broker, spans_named, wait_processed
+from .conftest import cleanup_broker, make_broker, process_all, spans_named
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,12 +46,9 @@ def test_a_real_worker_leaves_one_record_per_attempt(instrument, namespace, queu
 
     sometimes.send(False)
     sometimes.send(True)
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
     try:
-        wait_processed(broker, queue_name, worker)
+        process_all(broker, queue_name)  # the worker's shutdown flushes the buffer
     finally:
-        worker.stop()  # the shutdown flushes the buffer
         cleanup_broker(broker, namespace)
 
     rows = list(TaskRecord.objects.order_by("outcome").values_list("actor_name", "outcome", "retries"))

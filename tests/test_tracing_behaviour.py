@@ -13,7 +13,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
-from .conftest import spans_named, wait_processed
+from .conftest import process_all, spans_named, wait_processed
 
 
 def process_spans(exporter, queue_name):
@@ -207,12 +207,7 @@ def test_without_retries_middleware_a_failure_is_final(instrument, queue_name, s
         raise ValueError("no retries here")
 
     once.send()
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        wait_processed(broker, queue_name, worker)
-    finally:
-        worker.stop()
+    process_all(broker, queue_name)
     (span,) = spans_named(span_exporter, f"process {queue_name}")
     assert span.attributes["messaging.dramatiq.outcome"] == "failed"
 
@@ -389,12 +384,7 @@ def test_use_links_starts_a_new_trace_linked_to_the_send(instrument, queue_name,
         pass
 
     linked.send()
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        wait_processed(broker, queue_name, worker)
-    finally:
-        worker.stop()
+    process_all(broker, queue_name)
     (send,) = spans_named(span_exporter, f"send {queue_name}")
     (process,) = spans_named(span_exporter, f"process {queue_name}")
     assert process.parent is None and process.context.trace_id != send.context.trace_id
@@ -423,13 +413,7 @@ def test_excluded_actors_and_queues_get_no_spans(instrument, queue_name, span_ex
     quiet.send()
     elsewhere.send()
     loud.send()
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        wait_processed(broker, queue_name, worker)
-        wait_processed(broker, f"{queue_name}-silent", worker)
-    finally:
-        worker.stop()
+    process_all(broker, queue_name, f"{queue_name}-silent")
     assert {s.attributes["messaging.dramatiq.actor.name"] for s in span_exporter.get_finished_spans()} == {
         "loud"
     }
@@ -461,12 +445,7 @@ def test_hooks_see_span_and_message_and_never_break_the_task(instrument, queue_n
         ran.append(text)
 
     hooked.send("x" * 100)
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        wait_processed(broker, queue_name, worker)
-    finally:
-        worker.stop()
+    process_all(broker, queue_name)
     assert ran == ["x" * 100]
     assert seen == [("publish", "hooked"), ("process", "hooked")]
     (send,) = spans_named(span_exporter, f"send {queue_name}")
@@ -498,12 +477,7 @@ def test_a_broken_tracer_never_fails_a_send_or_a_task(instrument, queue_name):
         ran.append(1)
 
     still_runs.send()
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        wait_processed(broker, queue_name, worker)
-    finally:
-        worker.stop()
+    process_all(broker, queue_name)
     assert ran == [1]
 
 

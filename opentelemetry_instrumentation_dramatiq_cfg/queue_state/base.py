@@ -106,14 +106,38 @@ class QueueStateReader(Protocol):
         ...
 
 
+class BrokerReader:
+    """What every reader keeps: its broker, its read timeout and the worker staleness timeout."""
+
+    def __init__(
+        self,
+        broker: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
+    ) -> None:
+        self.broker = broker
+        self.timeout = validate_timeout(timeout)
+        self.worker_timeout = worker_timeout
+
+    def worker(self, worker_id: str, record: dict[str, Any], now: float) -> WorkerStats:
+        """A registry record as :class:`WorkerStats`, ``stale`` if not seen within the timeout."""
+        last_seen = float(record.get("last_seen", 0))
+        return WorkerStats(
+            worker_id=worker_id,
+            host=str(record.get("host", "")),
+            pid=int(record.get("pid", 0)),
+            queues=tuple(record.get("queues", ())),
+            threads=int(record.get("threads", 0)),
+            last_seen=last_seen,
+            status="active" if now - last_seen <= self.worker_timeout else "stale",
+        )
+
+
 def canonical_queues(broker: Any, queue_names: Iterable[str] | None) -> list[str]:
     """Sorted canonical names: the given ones, or the broker's declared queues."""
     names: Iterable[str] = broker.get_declared_queues() if queue_names is None else queue_names
     return sorted({q_name(name) for name in names})
-
-
-def worker_status(last_seen: float, now: float, worker_timeout: float) -> str:
-    return "active" if now - last_seen <= worker_timeout else "stale"
 
 
 def validate_timeout(timeout: float) -> float:

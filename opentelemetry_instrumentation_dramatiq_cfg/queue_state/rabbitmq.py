@@ -19,30 +19,14 @@ import pika
 import pika.exceptions
 from dramatiq.common import dq_name, xq_name
 
-from .base import (
-    DEFAULT_TIMEOUT,
-    DEFAULT_WORKER_TIMEOUT,
-    BrokerSnapshot,
-    BrokerUnavailable,
-    QueueStats,
-    canonical_queues,
-    validate_timeout,
-)
+from .base import BrokerReader, BrokerSnapshot, BrokerUnavailable, QueueStats, canonical_queues
 
 
-class RabbitmqQueueState:
+class RabbitmqQueueState(BrokerReader):
     """Read-only view of a ``RabbitmqBroker``'s queues."""
 
-    def __init__(
-        self,
-        broker: Any,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
-    ) -> None:
-        self.broker = broker
-        self.timeout = validate_timeout(timeout)
-        self.worker_timeout = worker_timeout
+    def __init__(self, broker: Any, **timeouts: float) -> None:
+        super().__init__(broker, **timeouts)
         parameters = broker.parameters
         self._parameters = [
             self._with_timeouts(p)

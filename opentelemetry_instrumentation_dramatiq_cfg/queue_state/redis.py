@@ -15,34 +15,16 @@ from typing import Any
 
 import redis
 
-from .base import (
-    DEFAULT_TIMEOUT,
-    DEFAULT_WORKER_TIMEOUT,
-    BrokerSnapshot,
-    BrokerUnavailable,
-    QueueStats,
-    WorkerStats,
-    canonical_queues,
-    validate_timeout,
-    worker_status,
-)
+from .base import BrokerReader, BrokerSnapshot, BrokerUnavailable, QueueStats, canonical_queues
 from .registry import decode_record, redis_key
 
 
-class RedisQueueState:
+class RedisQueueState(BrokerReader):
     """Read-only view of a ``RedisBroker``'s queues and registered workers."""
 
-    def __init__(
-        self,
-        broker: Any,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
-    ) -> None:
-        self.broker = broker
+    def __init__(self, broker: Any, **timeouts: float) -> None:
+        super().__init__(broker, **timeouts)
         self.namespace: str = broker.namespace
-        self.timeout = validate_timeout(timeout)
-        self.worker_timeout = worker_timeout
         kwargs = dict(broker.client.connection_pool.connection_kwargs)
         kwargs.update(socket_timeout=self.timeout, socket_connect_timeout=self.timeout, retry=None)
         self._pool = redis.ConnectionPool(
@@ -76,20 +58,9 @@ class RedisQueueState:
         workers = []
         for worker_id, raw in sorted(results[-1].items()):
             record = decode_record(raw)
-            if record is None:
-                continue
-            last_seen = float(record.get("last_seen", 0))
-            workers.append(
-                WorkerStats(
-                    worker_id=worker_id.decode() if isinstance(worker_id, bytes) else str(worker_id),
-                    host=str(record.get("host", "")),
-                    pid=int(record.get("pid", 0)),
-                    queues=tuple(record.get("queues", ())),
-                    threads=int(record.get("threads", 0)),
-                    last_seen=last_seen,
-                    status=worker_status(last_seen, now, self.worker_timeout),
-                )
-            )
+            if record is not None:
+                name = worker_id.decode() if isinstance(worker_id, bytes) else str(worker_id)
+                workers.append(self.worker(name, record, now))
         return BrokerSnapshot("redis", tuple(queues), tuple(workers), meta={"namespace": ns})
 
     def ping(self) -> bool:

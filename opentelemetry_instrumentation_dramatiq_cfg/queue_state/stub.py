@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from dramatiq.common import dq_name
 
-from .base import (
-    DEFAULT_TIMEOUT,
-    DEFAULT_WORKER_TIMEOUT,
-    BrokerSnapshot,
-    QueueStats,
-    WorkerStats,
-    canonical_queues,
-    validate_timeout,
-    worker_status,
-)
+from .base import BrokerReader, BrokerSnapshot, QueueStats, canonical_queues
 from .registry import memory_registry
 
 
-class StubQueueState:
+class StubQueueState(BrokerReader):
     """Read-only view of a ``StubBroker``'s queues and the workers registered in this process."""
-
-    def __init__(
-        self,
-        broker: Any,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
-    ) -> None:
-        self.broker = broker
-        self.timeout = validate_timeout(timeout)
-        self.worker_timeout = worker_timeout
 
     def __repr__(self) -> str:
         return "StubQueueState()"
@@ -53,15 +32,7 @@ class StubQueueState:
             )
         now = time.time()
         workers = tuple(
-            WorkerStats(
-                worker_id=worker_id,
-                host=record["host"],
-                pid=record["pid"],
-                queues=tuple(record["queues"]),
-                threads=record["threads"],
-                last_seen=record["last_seen"],
-                status=worker_status(record["last_seen"], now, self.worker_timeout),
-            )
+            self.worker(worker_id, record, now)
             for worker_id, record in sorted(memory_registry.get(self.broker, {}).items())
         )
         return BrokerSnapshot("stub", tuple(queues), workers)
