@@ -55,6 +55,15 @@ DATABASES = {
     }
 }
 
+# A cache shared by every process, so the admin alert is claimed once across all workers.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "KEY_PREFIX": os.environ.get("DRAMATIQ_NAMESPACE", "dramatiq"),
+    }
+}
+
 # django_dramatiq: the middleware by dotted path, first, as the guide lists its own.
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.redis.RedisBroker",
