@@ -38,8 +38,14 @@ variable (see :mod:`.config` for details and accepted values).
   (a callable or a dotted path).
 * ``capture_args`` (``OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS``) and ``capture_args_max_length``
   (``..._CAPTURE_ARGS_MAX_LENGTH``, default 1024): record a truncated ``repr`` of the message's args.
+* ``failure_hooks`` / ``completion_hooks`` (``..._FAILURE_HOOKS`` / ``..._COMPLETION_HOOKS``):
+  ``hook(outcome)`` called once per message that fails for good / once per processed attempt (see
+  :mod:`.hooks`).
 * ``traces_enabled`` / ``metrics_enabled`` (``..._TRACES_ENABLED`` / ``..._METRICS_ENABLED``): turn
   either signal off.
+* ``queue_metrics_enabled`` / ``queue_metrics_interval`` (``..._QUEUE_METRICS_ENABLED`` /
+  ``..._QUEUE_METRICS_INTERVAL``, default 10 s): the queue-state gauges and how often they read the
+  broker.
 
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=dramatiq`` keeps ``opentelemetry-instrument`` from loading it.
 """
