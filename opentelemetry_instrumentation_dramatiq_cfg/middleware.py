@@ -306,15 +306,19 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 outcome = _outcome(broker, message, exception)
             except Exception:
                 outcome = semconv.OUTCOME_FAILED if exception is not None else semconv.OUTCOME_SUCCESS
-            self._call_task_hooks(broker, state, outcome, exception)
-            _end_process(state, outcome, exception, failed=bool(message.failed))
+            try:
+                self._call_task_hooks(broker, state, outcome, exception)
+            finally:  # whatever happens, the span ends and the thread's context is restored
+                _end_process(state, outcome, exception, failed=bool(message.failed))
 
     @_guarded
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         state = self._take(message)
         if state is not None:
-            self._call_task_hooks(broker, state, semconv.OUTCOME_SKIPPED, None)
-            _end_process(state, semconv.OUTCOME_SKIPPED, None, failed=message.failed)
+            try:
+                self._call_task_hooks(broker, state, semconv.OUTCOME_SKIPPED, None)
+            finally:
+                _end_process(state, semconv.OUTCOME_SKIPPED, None, failed=bool(message.failed))
 
     # -- worker lifecycle -----------------------------------------------------------------------
 
