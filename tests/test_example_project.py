@@ -100,9 +100,14 @@ def test_the_example_project_is_healthy_while_a_worker_runs(tmp_path):
             worker = subprocess.Popen(
                 local(WORKER), cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_for(lambda: get_json(url)[1]["status"] == "healthy")
+        wait_for(lambda: get_json(url)[1]["active_workers"] == 2)  # both worker processes registered
         status, body = get_json(url)
-        assert (status, body["active_workers"], body["total_workers"]) == (200, 2, 2)
+        assert (status, body["status"], body["active_workers"], body["total_workers"]) == (
+            200,
+            "healthy",
+            2,
+            2,
+        )
 
         # Of data ids -1, 0, 1: -1 fails for good at once (NonRecoverableError is in `throws`), 1 after
         # its 3 retries (always locked): two permanent failures, logged with their trace and message
