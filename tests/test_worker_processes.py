@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 import redis
@@ -28,6 +30,13 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
     receiver = Receiver(request.param)
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def log() -> Iterator[IO[str]]:
+    """The workers' output: a file, not a pipe, since nobody reads it while they run."""
+    with tempfile.TemporaryFile("w+") as file:
+        yield file
 
 
 def otel_env(receiver: Receiver, namespace: str, service: str) -> dict[str, str]:
@@ -57,7 +66,7 @@ def drained(client: redis.Redis, namespace: str) -> bool:
     [("fork", "grpc"), ("fork", "http/protobuf"), ("spawn", "grpc")],
     indirect=["receiver"],
 )
-def test_every_message_is_traced_from_producer_process_to_worker_processes(receiver, process_model):
+def test_every_message_is_traced_from_producer_process_to_worker_processes(receiver, process_model, log):
     require_service("Redis", REDIS)
     namespace = unique("otel-procs")
     client = redis.Redis(*REDIS)
@@ -71,8 +80,7 @@ def test_every_message_is_traced_from_producer_process_to_worker_processes(recei
         env=otel_env(receiver, namespace, "worker"),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log,
     )
     try:
         subprocess.run(
@@ -84,12 +92,17 @@ def test_every_message_is_traced_from_producer_process_to_worker_processes(recei
         )
         deadline = time.monotonic() + 120
         while not drained(client, namespace):
-            assert workers.poll() is None, workers.stderr.read() if workers.stderr else ""
+            assert workers.poll() is None, "the workers exited early"
             assert time.monotonic() < deadline, "the workers did not drain the queue"
+            time.sleep(0.1)
+        # Both worker processes have booted (registered themselves): a SIGTERM during a spawned
+        # child's boot can hang Dramatiq's own CLI, which is not what this test is about.
+        while client.hlen(f"{namespace}:__otel_workers__") < 2:
+            assert workers.poll() is None and time.monotonic() < deadline, "the workers did not boot"
             time.sleep(0.1)
         # Every message is processed; the workers still hold their spans (schedule delay 10 min).
         workers.send_signal(signal.SIGTERM)
-        _, stderr = workers.communicate(timeout=120)
+        workers.wait(timeout=120)
     finally:
         if workers.poll() is None:
             workers.kill()
@@ -97,7 +110,8 @@ def test_every_message_is_traced_from_producer_process_to_worker_processes(recei
         for key in client.scan_iter(match=f"{namespace}*"):
             client.delete(key)
 
-    assert workers.returncode == 0, stderr
+    log.seek(0)
+    assert workers.returncode == 0, log.read()
     receiver.wait_for(lambda r: len(r.named("process ")) >= MESSAGES, timeout=30)
     sends = {span.span_id: span for span in receiver.named(f"send {namespace}")}
     processes = receiver.named(f"process {namespace}")

@@ -17,5 +17,5 @@ dramatiq.set_broker(broker)
 
 
 @dramatiq.actor(queue_name=NAMESPACE, max_retries=0)
-def double(x: int) -> int:
-    return x * 2
+def double(x: int) -> None:
+    print(x * 2)
