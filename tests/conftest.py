@@ -188,6 +188,27 @@ def wait_processed(broker: dramatiq.Broker, queue_name: str, worker: dramatiq.Wo
         worker.join()
 
 
+@pytest.fixture
+def record_redis_writes(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[Any]]:
+    """``record_redis_writes()``: from then on, every write of a redis-py connection to its socket
+    (one per round trip: a pipeline is written once) is appended to the returned list."""
+
+    def start() -> list[Any]:
+        import redis.connection
+
+        writes: list[Any] = []
+        original = redis.connection.AbstractConnection.send_packed_command
+
+        def recording(self: Any, command: Any, check_health: bool = True) -> None:
+            writes.append(command)
+            original(self, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", recording)
+        return writes
+
+    return start
+
+
 def process_all(broker: dramatiq.Broker, *queue_names: str) -> None:
     """Run a one-thread Worker until every message of ``queue_names`` is done, then stop it."""
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)

@@ -127,9 +127,7 @@ def test_the_registry_middleware_alone_registers_workers(namespace):
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"])
-def test_reading_redis_writes_nothing(broker, queue_name, monkeypatch):
-    import redis.connection
-
+def test_reading_redis_writes_nothing(broker, queue_name, record_redis_writes, monkeypatch):
     @dramatiq.actor(queue_name=queue_name)
     def noop():
         pass
@@ -137,15 +135,8 @@ def test_reading_redis_writes_nothing(broker, queue_name, monkeypatch):
     noop.send()
     client = broker.client
     before = {key: client.dump(key) for key in client.scan_iter(match=f"{broker.namespace}*")}
-    sent: list[bytes] = []
-    original = redis.connection.AbstractConnection.send_packed_command
-
-    def recording(self, command, check_health=True):
-        sent.extend(command if isinstance(command, list) else [command])
-        return original(self, command, check_health)
-
     reader = reader_for_broker(broker)
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", recording)
+    writes = record_redis_writes()
     for _ in range(3):
         reader.read([queue_name, unique("other")])
     monkeypatch.undo()
@@ -154,7 +145,8 @@ def test_reading_redis_writes_nothing(broker, queue_name, monkeypatch):
     # Every command the reader sent (RESP arrays: "*N\r\n$len\r\nNAME...") is a read.
     names = {
         part.split(b"\r\n")[2].upper()
-        for chunk in sent
+        for write in writes
+        for chunk in (write if isinstance(write, list) else [write])
         for part in bytes(chunk).split(b"*")[1:]
         if part.count(b"\r\n") >= 2 and part.split(b"\r\n")[1].startswith(b"$")
     }
@@ -171,20 +163,12 @@ def test_reading_redis_writes_nothing(broker, queue_name, monkeypatch):
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"])
-def test_a_redis_read_of_all_queues_is_one_round_trip(broker, monkeypatch):
-    import redis.connection
-
+def test_a_redis_read_of_all_queues_is_one_round_trip(broker, record_redis_writes):
     for i in range(20):
         broker.declare_queue(f"{broker.namespace}-{i}")
     reader = reader_for_broker(broker)
     reader.read()  # connect
-    writes = []
-    original = redis.connection.AbstractConnection.send_packed_command
-    monkeypatch.setattr(
-        redis.connection.AbstractConnection,
-        "send_packed_command",
-        lambda self, command, check_health=True: writes.append(1) or original(self, command, check_health),
-    )
+    writes = record_redis_writes()
     snapshot = reader.read()
     assert len(snapshot.queues) == 20
     assert len(writes) == 1
