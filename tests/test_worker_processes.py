@@ -124,3 +124,45 @@ def test_every_message_is_traced_from_producer_process_to_worker_processes(recei
         assert process.attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
         assert process.resource["service.name"] == "worker" and send.resource["service.name"] == "producer"
     assert len({p.parent_span_id for p in processes}) == MESSAGES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("receiver", ["grpc"], indirect=True)
+def test_a_task_running_at_sigterm_ends_its_span_and_exports_it(receiver, log):
+    require_service("Redis", REDIS)
+    namespace = unique("otel-sigterm")
+    client = redis.Redis(*REDIS)
+    command = [str(BIN / "opentelemetry-instrument"), str(BIN / "dramatiq"), "tests.worker_app"]
+    command += ["--processes", "1", "--threads", "1", "--queues", f"{namespace}-slow"]
+    env = otel_env(receiver, namespace, "worker")
+    workers = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        subprocess.run(
+            [
+                str(BIN / "opentelemetry-instrument"),
+                sys.executable,
+                "-c",
+                "import tests.worker_app as a; a.slow.send()",
+            ],
+            env=otel_env(receiver, namespace, "producer"),
+            cwd=ROOT,
+            check=True,
+            timeout=120,
+        )
+        deadline = time.monotonic() + 120
+        while not client.get(f"{namespace}:slow-started"):
+            assert workers.poll() is None and time.monotonic() < deadline, "the task did not start"
+            time.sleep(0.1)
+        workers.send_signal(signal.SIGTERM)
+        workers.wait(timeout=120)
+    finally:
+        if workers.poll() is None:
+            workers.kill()
+            workers.wait()
+        for key in client.scan_iter(match=f"{namespace}*"):
+            client.delete(key)
+
+    receiver.wait_for(lambda r: len(r.named("process ")) >= 1, timeout=30)
+    (process,) = receiver.named(f"process {namespace}-slow")
+    assert process.status_code == 2  # ERROR
+    assert process.attributes["error.type"] == "dramatiq.middleware.shutdown.Shutdown"

@@ -19,3 +19,13 @@ dramatiq.set_broker(broker)
 @dramatiq.actor(queue_name=NAMESPACE, max_retries=0)
 def double(x: int) -> None:
     print(x * 2)
+
+
+@dramatiq.actor(queue_name=f"{NAMESPACE}-slow", max_retries=0, notify_shutdown=True)
+def slow() -> None:
+    """Runs until the worker shuts down (ShutdownNotifications raises Shutdown into it)."""
+    broker.client.set(f"{NAMESPACE}:slow-started", 1)
+    import time
+
+    for _ in range(600):
+        time.sleep(0.1)
