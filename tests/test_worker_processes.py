@@ -3,6 +3,7 @@ test starts itself, against the real Redis broker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import Popen
 from typing import IO
 
 import pytest
@@ -56,6 +58,37 @@ def otel_env(receiver: Receiver, namespace: str, service: str) -> dict[str, str]
     }
 
 
+@contextlib.contextmanager
+def running_workers(
+    arguments: list[str], receiver: Receiver, namespace: str, log: IO[str]
+) -> Iterator[Popen[str]]:
+    """``opentelemetry-instrument dramatiq tests.worker_app ARGUMENTS``, killed if still running after the
+    block, with the test's Redis namespace deleted."""
+    command = [str(BIN / "opentelemetry-instrument"), str(BIN / "dramatiq"), "tests.worker_app", *arguments]
+    env = otel_env(receiver, namespace, "worker")
+    workers = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    try:
+        yield workers
+    finally:
+        if workers.poll() is None:
+            workers.kill()
+            workers.wait()
+        client = redis.Redis(*REDIS)
+        for key in client.scan_iter(match=f"{namespace}*"):
+            client.delete(key)
+
+
+def produce(receiver: Receiver, namespace: str, *arguments: str) -> None:
+    """Run ``python -c ...`` under opentelemetry-instrument as the producer process."""
+    subprocess.run(
+        [str(BIN / "opentelemetry-instrument"), sys.executable, "-c", *arguments],
+        env=otel_env(receiver, namespace, "producer"),
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+
+
 def drained(client: redis.Redis, namespace: str) -> bool:
     return client.llen(f"{namespace}:{namespace}") == 0 and client.hlen(f"{namespace}:{namespace}.msgs") == 0
 
@@ -71,25 +104,9 @@ def test_every_message_is_traced_from_producer_process_to_worker_processes(recei
     namespace = unique("otel-procs")
     client = redis.Redis(*REDIS)
     # What a user types: opentelemetry-instrument dramatiq tests.worker_app --processes 2 --threads 2
-    command = [str(BIN / "opentelemetry-instrument"), str(BIN / "dramatiq"), "tests.worker_app"]
-    command += ["--processes", "2", "--threads", "2"]
-    if process_model == "spawn":
-        command.append("--use-spawn")
-    workers = subprocess.Popen(
-        command,
-        env=otel_env(receiver, namespace, "worker"),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        subprocess.run(
-            [str(BIN / "opentelemetry-instrument"), sys.executable, "-c", PRODUCER, str(MESSAGES)],
-            env=otel_env(receiver, namespace, "producer"),
-            cwd=ROOT,
-            check=True,
-            timeout=120,
-        )
+    arguments = ["--processes", "2", "--threads", "2"] + (["--use-spawn"] if process_model == "spawn" else [])
+    with running_workers(arguments, receiver, namespace, log) as workers:
+        produce(receiver, namespace, PRODUCER, str(MESSAGES))
         deadline = time.monotonic() + 120
         while not drained(client, namespace):
             assert workers.poll() is None, "the workers exited early"
@@ -103,12 +120,6 @@ def test_every_message_is_traced_from_producer_process_to_worker_processes(recei
         # Every message is processed; the workers still hold their spans (schedule delay 10 min).
         workers.send_signal(signal.SIGTERM)
         workers.wait(timeout=120)
-    finally:
-        if workers.poll() is None:
-            workers.kill()
-            workers.wait()
-        for key in client.scan_iter(match=f"{namespace}*"):
-            client.delete(key)
 
     log.seek(0)
     assert workers.returncode == 0, log.read()
@@ -132,35 +143,15 @@ def test_a_task_running_at_sigterm_ends_its_span_and_exports_it(receiver, log):
     require_service("Redis", REDIS)
     namespace = unique("otel-sigterm")
     client = redis.Redis(*REDIS)
-    command = [str(BIN / "opentelemetry-instrument"), str(BIN / "dramatiq"), "tests.worker_app"]
-    command += ["--processes", "1", "--threads", "1", "--queues", f"{namespace}-slow"]
-    env = otel_env(receiver, namespace, "worker")
-    workers = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        subprocess.run(
-            [
-                str(BIN / "opentelemetry-instrument"),
-                sys.executable,
-                "-c",
-                "import tests.worker_app as a; a.slow.send()",
-            ],
-            env=otel_env(receiver, namespace, "producer"),
-            cwd=ROOT,
-            check=True,
-            timeout=120,
-        )
+    arguments = ["--processes", "1", "--threads", "1", "--queues", f"{namespace}-slow"]
+    with running_workers(arguments, receiver, namespace, log) as workers:
+        produce(receiver, namespace, "import tests.worker_app as a; a.slow.send()")
         deadline = time.monotonic() + 120
         while not client.get(f"{namespace}:slow-started"):
             assert workers.poll() is None and time.monotonic() < deadline, "the task did not start"
             time.sleep(0.1)
         workers.send_signal(signal.SIGTERM)
         workers.wait(timeout=120)
-    finally:
-        if workers.poll() is None:
-            workers.kill()
-            workers.wait()
-        for key in client.scan_iter(match=f"{namespace}*"):
-            client.delete(key)
 
     receiver.wait_for(lambda r: len(r.named("process ")) >= 1, timeout=30)
     (process,) = receiver.named(f"process {namespace}-slow")
