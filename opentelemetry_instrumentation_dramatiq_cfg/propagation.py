@@ -50,9 +50,14 @@ getter: Final = _OptionsGetter()
 setter: Final = _OptionsSetter()
 
 
+def _is_mapping(options: Any) -> bool:
+    # A dict, as always from Dramatiq, matches the first class, before the slower ABC check.
+    return isinstance(options, (dict, MutableMapping))
+
+
 def carries_context(options: Any) -> bool:
     """Whether these message options already hold a creation context."""
-    return isinstance(options, MutableMapping) and isinstance(options.get(TRACEPARENT), str)
+    return _is_mapping(options) and isinstance(options.get(TRACEPARENT), str)
 
 
 def inject(options: Carrier, context: Context) -> None:
@@ -65,7 +70,7 @@ def extract(options: Any) -> Context | None:
 
     Never raises: garbage in the options starts a new trace.
     """
-    if not isinstance(options, MutableMapping):
+    if not _is_mapping(options):
         return None
     try:
         return propagate.extract(options, getter=getter, context=Context())
