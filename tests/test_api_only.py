@@ -4,6 +4,7 @@ next to nothing; an SDK installed later is picked up without re-instrumenting.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -53,3 +54,40 @@ def test_without_sdk_context_is_passed_on_and_a_later_sdk_is_picked_up():
         "00-00000000000000000000000000001234-0000000000005678-01"
     )
     assert out["spans_after_sdk"] == ["send default"]
+
+
+PROVIDER_FROM_ENV = textwrap.dedent(
+    """
+    import json
+    import dramatiq
+    from dramatiq.brokers.stub import StubBroker
+    from opentelemetry import trace
+    from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor
+
+    DramatiqInstrumentor().instrument()
+    broker = StubBroker()
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor
+    def task():
+        pass
+
+    options = task.send().options
+    print(json.dumps({
+        "provider": type(trace.get_tracer_provider()).__module__,
+        "traceparent": options.get("traceparent"),
+    }))
+    """
+)
+
+
+def test_a_tracer_provider_named_by_environment_variable_is_not_mistaken_for_no_sdk():
+    env = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    result = subprocess.run(
+        [sys.executable, "-c", PROVIDER_FROM_ENV], capture_output=True, text=True, check=True, env=env
+    )
+    out = json.loads(result.stdout)
+    assert out["provider"] == "opentelemetry.sdk.trace"
+    # A send span was recorded (the SDK's provider samples by default) and its context injected.
+    version, _trace_id, _span_id, flags = out["traceparent"].split("-")
+    assert version == "00" and int(flags, 16) & 1  # sampled
