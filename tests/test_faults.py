@@ -1,19 +1,20 @@
-"""Faults: an OTLP endpoint that is down or hangs, and a Redis that stops under the health view."""
+"""Faults: an OTLP endpoint that is down or hangs; a Redis or RabbitMQ that hangs, stops and comes back
+under the health view (servers of the tests' own, never the shared ones)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import dramatiq
 import pytest
-import redis
 from dramatiq.brokers.stub import StubBroker
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
@@ -90,50 +91,174 @@ def test_an_unreachable_otlp_endpoint_never_reaches_the_tasks(
     provider.shutdown()
 
 
-@pytest.fixture
-def private_redis(tmp_path) -> Iterator[tuple[int, Callable[[], None]]]:
-    """A redis-server of this test's own on a free port; ``restart()`` starts it again."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)("redis-server is not installed")
-    port = closed_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    command += ["--dir", str(tmp_path)]
-    processes: list[subprocess.Popen[bytes]] = []
+class PrivateServer:
+    """A broker server of the test's own, on free ports, that the test may pause, stop and restart.
 
-    def start() -> None:
-        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while True:
+    The shared services the other tests use are never touched. The server runs in a session of its
+    own, so ``pause()`` (SIGSTOP: it accepts connections and never answers) and ``stop()`` reach all
+    of its processes.
+    """
+
+    def __init__(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.name, self.command, self.port, self.env = name, command, port, env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:  # both servers listen only once they are ready
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
             except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+                assert self.process.poll() is None, f"{self.name} exited with {self.process.returncode}"
+                assert time.monotonic() < deadline, f"{self.name} did not start"
+                time.sleep(0.1)
 
-    start()
-    yield port, start
-    for process in processes:
-        process.terminate()
-        process.wait()
+    def _signal(self, signum: int) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.resume()
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.process.wait()
+        deadline = time.monotonic() + 30
+        while True:  # the process group's last members may outlive the leader briefly
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            except OSError:
+                break
+            assert time.monotonic() < deadline, f"{self.name} still listening after stop"
+            time.sleep(0.1)
+        self.process = None
 
 
-def test_the_health_view_follows_redis_going_away_and_coming_back(client, settings, private_redis):
+def _server_binary(*candidates: str) -> str:
+    for candidate in candidates:
+        found = (
+            shutil.which(candidate)
+            if "/" not in candidate
+            else (candidate if os.access(candidate, os.X_OK) else None)
+        )
+        if found:
+            return found
+    message = f"{candidates[-1]} is not installed"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[PrivateServer]:
+    """A redis-server of this test's own on a free port."""
+    binary = _server_binary("redis-server")
+    port = closed_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = PrivateServer("redis-server", [*command, "--dir", str(tmp_path)], port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_rabbitmq(tmp_path) -> Iterator[PrivateServer]:
+    """A RabbitMQ node of this test's own: its own node name, ports, data, cookie and no plugins.
+
+    Started with the node script itself rather than Debian's ``/usr/sbin`` wrapper, which switches to
+    the ``rabbitmq`` user when run as root (and could not write this test's directory).
+    """
+    binary = _server_binary("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server")
+    port, dist_port = closed_port(), closed_port()
+    (tmp_path / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{port}\n")
+    (tmp_path / "enabled_plugins").write_text("[].\n")
+    (tmp_path / "rabbitmq-env.conf").write_text("")
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),  # a cookie of its own
+        "RABBITMQ_NODENAME": f"otel-faults-{port}@localhost",
+        "RABBITMQ_CONF_ENV_FILE": str(tmp_path / "rabbitmq-env.conf"),
+        "RABBITMQ_CONFIG_FILE": str(tmp_path / "rabbitmq.conf"),
+        "RABBITMQ_ADVANCED_CONFIG_FILE": str(tmp_path / "advanced.config"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(tmp_path / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(tmp_path / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(tmp_path / "log"),
+        "RABBITMQ_PID_FILE": str(tmp_path / "rabbitmq.pid"),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+    }
+    server = PrivateServer("rabbitmq-server", [binary], port, env)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _redis_broker(port: int) -> dramatiq.Broker:
     from dramatiq.brokers.redis import RedisBroker
 
-    port, restart = private_redis
+    return RedisBroker(host="127.0.0.1", port=port, namespace="faults")
+
+
+def _rabbitmq_broker(port: int) -> dramatiq.Broker:
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    return RabbitmqBroker(host="127.0.0.1", port=port)
+
+
+@pytest.mark.parametrize(
+    ("server_fixture", "make_broker"),
+    [("private_redis", _redis_broker), ("private_rabbitmq", _rabbitmq_broker)],
+    ids=["redis", "rabbitmq"],
+)
+def test_the_health_view_follows_the_broker_hanging_going_away_and_coming_back(
+    client, settings, request, server_fixture, make_broker
+):
+    server: PrivateServer = request.getfixturevalue(server_fixture)
     settings.DRAMATIQ_HEALTH = {"TIMEOUT": 0.5, "MIN_WORKERS": 0}
-    broker = RedisBroker(host="127.0.0.1", port=port, namespace="faults")
+    broker = make_broker(server.port)
     broker.declare_queue("faults")
     dramatiq.set_broker(broker)
 
-    assert client.get("/health/").json()["status"] == "healthy"
-    with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it stops
-        redis.Redis(port=port).shutdown(nosave=True)
-    down = client.get("/health/")
-    assert down.status_code == 500 and down.json()["status"] == "unhealthy"
-    assert f"127.0.0.1:{port}" in down.json()["error"]
-    restart()
-    back = client.get("/health/")
-    assert (back.status_code, back.json()["status"]) == (200, "healthy")
+    def health() -> tuple[int, str, str]:
+        """(HTTP status, health status, error) of one call of the view."""
+        response = client.get("/health/")
+        body = response.json()
+        return response.status_code, body["status"], body.get("error", "")
+
+    address = f"127.0.0.1:{server.port}"
+    assert health() == (200, "healthy", "")
+
+    server.pause()  # accepts connections and never answers: the read gives up after TIMEOUT
+    try:
+        code, status, error = health()
+    finally:
+        server.resume()
+    assert (code, status) == (500, "unhealthy") and address in error
+    assert health() == (200, "healthy", "")  # resumed: healthy again, nothing to reset
+
+    server.stop()
+    code, status, error = health()
+    assert (code, status) == (500, "unhealthy") and address in error
+
+    server.start()  # the same data directory: the same server coming back
+    assert health() == (200, "healthy", "")
+    broker.close()

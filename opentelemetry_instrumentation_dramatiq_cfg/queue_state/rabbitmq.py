@@ -18,8 +18,14 @@ from typing import Any
 import pika
 import pika.exceptions
 from dramatiq.common import dq_name, xq_name
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from .base import BrokerReader, BrokerSnapshot, BrokerUnavailable, QueueStats, canonical_queues
+
+#: What connecting and reading may raise. pika's connection workflow raises its own exceptions,
+#: outside ``AMQPError``, for some failures: a server that accepts the connection and never completes
+#: the handshake raises ``AMQPConnectorStackTimeout``.
+_CONNECT_ERRORS = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 
 
 class RabbitmqQueueState(BrokerReader):
@@ -51,7 +57,7 @@ class RabbitmqQueueState(BrokerReader):
         names = canonical_queues(self.broker, queue_names)
         try:
             connection = pika.BlockingConnection(self._parameters)
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except _CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"RabbitMQ at {self.address} could not be reached: {exc!r}") from None
         try:
             channel = connection.channel()
@@ -67,7 +73,7 @@ class RabbitmqQueueState(BrokerReader):
                         channel = connection.channel()
                 (pending, consumers), (delayed, _), (dead, _) = counts
                 queues.append(QueueStats(name, pending, delayed, dead, in_flight=None, consumers=consumers))
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except _CONNECT_ERRORS as exc:
             raise BrokerUnavailable(f"RabbitMQ at {self.address} could not be read: {exc!r}") from None
         finally:
             with contextlib.suppress(Exception):
