@@ -6,10 +6,18 @@ Run::
     .venv/bin/python bench/load.py                         # 100,000 messages, Redis, 2 processes x 8 threads
     .venv/bin/python bench/load.py --broker rabbitmq
     .venv/bin/python bench/load.py --messages 2000 --json out.json   # the reduced size CI runs
+    .venv/bin/python bench/load.py --rounds 3 --reference   # medians of 3 alternating runs, + reference
 
-For each mode (uninstrumented, then instrumented), the script enqueues N messages with no worker
+Modes: *uninstrumented*; *instrumented* (this package, under ``opentelemetry-instrument``); with
+``--reference``, *minimal*: the same SDK, exporter and ``opentelemetry-instrument`` start, with this
+package disabled (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=dramatiq``) and ``bench/minimal.py``'s bare
+span calls in its place: what any span-per-message instrumentation costs at least here. With
+``--rounds R`` each mode runs R times, the order alternating from round to round, and the ratios are
+of median throughputs.
+
+For each run, the script enqueues N messages with no worker
 running, starts ``dramatiq bench.load_app --processes P --threads T`` (under ``opentelemetry-instrument``
-for the instrumented mode, exporting OTLP/HTTP to a sink in this process that counts the spans it
+for the instrumented modes, exporting OTLP/HTTP to a sink in this process that counts the spans it
 receives), times the drain from the moment 10% of the messages are done (start-up, which differs
 between the modes, is behind us) to the last one, stops the workers with SIGTERM, and checks:
 
@@ -31,6 +39,7 @@ import gzip
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -104,6 +113,20 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -114,7 +137,7 @@ def children(pid: int) -> list[int]:
 
 def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
     namespace = f"otel-load-{uuid.uuid4().hex[:8]}"
-    instrumented = mode == "instrumented"
+    instrumented = mode != "uninstrumented"  # "instrumented", or the "minimal" reference
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -130,6 +153,8 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
         "OTEL_BSP_MAX_QUEUE_SIZE": str(max(2048, args.messages * 2)),
     }
+    if mode == "minimal":
+        env.update(LOAD_MINIMAL="1", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="dramatiq")
     client = redis.Redis.from_url(REDIS_URL)
     sink.take_counts()
 
@@ -151,6 +176,8 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
         worker = [str(BIN / "opentelemetry-instrument"), *worker]
     process = subprocess.Popen(worker, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rss_early: dict[int, int] = {}
+    cpu_early: dict[int, float] = {}
+    redis_cpu_early = 0.0
     first_tenth = args.messages // 10
     started = done_at_start = 0
     try:
@@ -162,8 +189,12 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
             if not rss_early and done >= first_tenth:  # steady state: start-up is behind us
                 started, done_at_start = time.perf_counter(), done
                 rss_early = {pid: rss_kib(pid) for pid in children(process.pid)}
+                cpu_early = {pid: cpu_seconds(pid) for pid in rss_early}
+                redis_cpu_early = redis_cpu_seconds(client)
         elapsed = time.perf_counter() - started
         rss_end = {pid: rss_kib(pid) for pid in children(process.pid)}
+        worker_cpu = sum(cpu_seconds(pid) - cpu for pid, cpu in cpu_early.items())
+        redis_cpu = redis_cpu_seconds(client) - redis_cpu_early
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -187,6 +218,9 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
         "process_spans": spans["process"],
         "context_leaks": leaks,
         "rss_growth_kib": growth,
+        # CPU the worker processes and the Redis server spent per message over the same window.
+        "worker_cpu_us_per_message": round(worker_cpu / max(done - done_at_start, 1) * 1e6, 1),
+        "redis_cpu_us_per_message": round(redis_cpu / max(done - done_at_start, 1) * 1e6, 1),
     }
 
 
@@ -225,30 +259,55 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--traces-exporter", default="otlp", help="OTEL_TRACES_EXPORTER of the workers")
     parser.add_argument("--metrics-exporter", default="none", help="OTEL_METRICS_EXPORTER of the workers")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each mode, alternating (medians)")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also run bench/minimal.py's bare span calls instead of this package (same SDK and export)",
+    )
     args = parser.parse_args()
 
+    if args.messages <= 0 or args.rounds <= 0:
+        parser.error("--messages and --rounds must be positive")
+
     sink = SpanSink()
-    results = [run(mode, args, sink) for mode in ("uninstrumented", "instrumented")]
-    plain, traced = results
-    ratio = traced["throughput"] / plain["throughput"] if plain["throughput"] else 0.0
+    modes = ["uninstrumented", "instrumented"] + (["minimal"] if args.reference else [])
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for round_index in range(args.rounds):  # alternate the order: no mode always runs first
+        for mode in modes if round_index % 2 == 0 else modes[::-1]:
+            runs[mode].append(run(mode, args, sink))
+    results = [r for mode in modes for r in runs[mode]]
+    throughput = {mode: statistics.median(r["throughput"] for r in runs[mode]) for mode in modes}
+    ratios = {
+        mode: throughput[mode] / throughput["uninstrumented"] if throughput["uninstrumented"] else 0.0
+        for mode in modes[1:]
+    }
     header = f"{args.messages:,} messages, {args.broker}, {args.processes} processes x {args.threads} threads"
-    print(header)
-    print("| mode | processed | s | msg/s | send spans | process spans | leaks | worker RSS growth |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"{header}, {args.rounds} round(s)")
+    print(
+        "| mode | processed | s | msg/s | send spans | process spans | leaks | worker RSS growth "
+        "| worker CPU µs/msg | Redis CPU µs/msg |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         growth = r["rss_growth_kib"] / 1024
         print(
             f"| {r['mode']} | {r['processed']:,} | {r['seconds']} | {r['throughput']:,} "
-            f"| {r['send_spans']:,} | {r['process_spans']:,} | {r['context_leaks']} | {growth:.1f} MiB |"
+            f"| {r['send_spans']:,} | {r['process_spans']:,} | {r['context_leaks']} | {growth:.1f} MiB "
+            f"| {r['worker_cpu_us_per_message']} | {r['redis_cpu_us_per_message']} |"
         )
-    print(f"throughput instrumented / uninstrumented: {ratio:.2f} (target >= 0.9)")
+    print(f"throughput instrumented / uninstrumented (medians): {ratios['instrumented']:.2f} (target >= 0.9)")
+    if args.reference:
+        print(f"throughput minimal reference / uninstrumented (medians): {ratios['minimal']:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "ratio": ratio}, indent=2))
+        args.json.write_text(
+            json.dumps({"results": results, "median_throughput": throughput, "ratios": ratios}, indent=2)
+        )
+    traced = [r for r in results if r["mode"] != "uninstrumented"]
     failed = (
         any(r["processed"] != args.messages for r in results)
-        or traced["process_spans"] < args.messages
-        or traced["send_spans"] < args.messages
-        or traced["context_leaks"]
+        or any(r["process_spans"] < args.messages or r["send_spans"] < args.messages for r in traced)
+        or any(r["context_leaks"] for r in traced)
     )
     return 1 if failed else 0
 

@@ -1,7 +1,8 @@
 """The actor module the load benchmark starts with the real ``dramatiq`` command.
 
 Configured by environment variables (set by ``bench/load.py``): ``LOAD_BROKER`` (``redis`` or
-``rabbitmq``), ``LOAD_NAMESPACE`` (Redis namespace and RabbitMQ queue name), ``LOAD_REDIS_URL``.
+``rabbitmq``), ``LOAD_NAMESPACE`` (Redis namespace and RabbitMQ queue name), ``LOAD_REDIS_URL``,
+``LOAD_INSTRUMENTED`` (check the trace context), ``LOAD_MINIMAL`` (add ``bench.minimal``'s middleware).
 Bookkeeping goes to Redis in every case: one ``SADD`` of the message id (processed exactly once?),
 one ``INCR`` of a leak counter when the trace context seen by the actor is not the message's own.
 """
@@ -28,6 +29,10 @@ else:
 
     broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE)
 broker.add_middleware(CurrentMessage())
+if os.environ.get("LOAD_MINIMAL") == "1":  # the reference mode: bare span calls instead of this package
+    from bench.minimal import MinimalMiddleware
+
+    broker.middleware.insert(0, MinimalMiddleware(trace.get_tracer("bench.minimal")))
 dramatiq.set_broker(broker)
 bookkeeping = redis.Redis.from_url(REDIS_URL)
 

@@ -108,6 +108,9 @@ from opentelemetry.trace import SpanKind
 from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor, semconv
 from opentelemetry_instrumentation_dramatiq_cfg.metrics import instruments_for
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from bench.minimal import MinimalMiddleware
+
 QUEUE = "bench"
 ACTOR = "bench_noop"
 WARMUP = 300
@@ -214,63 +217,6 @@ def run_dramatiq(messages: int, flush: Callable[[], None], middleware: Any = Non
     process_time = _timed(process, payloads, flush)
     broker.close()
     return enqueue_time, process_time
-
-
-class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
-    """The floor's span calls in Dramatiq's hooks, and nothing else (a reference, not a product).
-
-    With ``attributes=True`` its spans also get the attributes this package sets on a successful
-    message (same keys, same kinds of values), to show what they cost.
-    """
-
-    def __init__(self, tracer: trace.Tracer, *, attributes: bool = False) -> None:
-        self.tracer = tracer
-        self.attributes = attributes
-        self.send_span: Any = None
-        self.process_span: Any = None
-        self.token: Any = None
-
-    def _attributes(self, operation: str, message: Any) -> dict[str, Any] | None:
-        if not self.attributes:
-            return None
-        attributes: dict[str, Any] = {
-            semconv.MESSAGING_SYSTEM: semconv.SYSTEM,
-            semconv.MESSAGING_OPERATION_NAME: operation,
-            semconv.MESSAGING_DESTINATION_NAME: message.queue_name,
-            semconv.MESSAGING_OPERATION_TYPE: operation,
-            semconv.MESSAGING_MESSAGE_ID: message.message_id,
-            semconv.DRAMATIQ_ACTOR_NAME: message.actor_name,
-        }
-        if operation == semconv.OPERATION_PROCESS:
-            attributes[semconv.DRAMATIQ_RETRY_COUNT] = 0
-        return attributes
-
-    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
-        self.send_span = self.tracer.start_span(
-            "send bench", kind=SpanKind.PRODUCER, attributes=self._attributes(semconv.OPERATION_SEND, message)
-        )
-        propagate.inject(message.options, context=trace.set_span_in_context(self.send_span))
-
-    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
-        self.send_span.end()
-
-    def before_process_message(self, broker: Any, message: Any) -> None:
-        parent = propagate.extract(message.options)
-        self.process_span = self.tracer.start_span(
-            "process bench",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=self._attributes(semconv.OPERATION_PROCESS, message),
-        )
-        self.token = otel_context.attach(trace.set_span_in_context(self.process_span))
-
-    def after_process_message(
-        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
-    ) -> None:
-        if self.attributes:
-            self.process_span.set_attribute(semconv.DRAMATIQ_OUTCOME, semconv.OUTCOME_SUCCESS)
-        otel_context.detach(self.token)
-        self.process_span.end()
 
 
 # -- Floors ----------------------------------------------------------------------------------------
