@@ -11,7 +11,8 @@ Run::
 Modes: *uninstrumented*; *instrumented* (this package, under ``opentelemetry-instrument``); with
 ``--reference``, *minimal*: the same SDK, exporter and ``opentelemetry-instrument`` start, with this
 package disabled (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=dramatiq``) and ``bench/minimal.py``'s bare
-span calls in its place: what any span-per-message instrumentation costs at least here. With
+span calls in its place: what any span-per-message instrumentation costs at least here
+(``--reference-attributes``: the same spans carrying this package's span attributes). With
 ``--rounds R`` each mode runs R times, the order alternating from round to round, and the ratios are
 of median throughputs.
 
@@ -155,6 +156,7 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
     }
     if mode == "minimal":
         env.update(LOAD_MINIMAL="1", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="dramatiq")
+        env["LOAD_MINIMAL_ATTRIBUTES"] = "1" if args.reference_attributes else "0"
     client = redis.Redis.from_url(REDIS_URL)
     sink.take_counts()
 
@@ -264,6 +266,11 @@ def main() -> int:
         "--reference",
         action="store_true",
         help="also run bench/minimal.py's bare span calls instead of this package (same SDK and export)",
+    )
+    parser.add_argument(
+        "--reference-attributes",
+        action="store_true",
+        help="with --reference: the reference spans carry this package's span attributes",
     )
     args = parser.parse_args()
 

@@ -2,7 +2,8 @@
 
 Configured by environment variables (set by ``bench/load.py``): ``LOAD_BROKER`` (``redis`` or
 ``rabbitmq``), ``LOAD_NAMESPACE`` (Redis namespace and RabbitMQ queue name), ``LOAD_REDIS_URL``,
-``LOAD_INSTRUMENTED`` (check the trace context), ``LOAD_MINIMAL`` (add ``bench.minimal``'s middleware).
+``LOAD_INSTRUMENTED`` (check the trace context), ``LOAD_MINIMAL`` (add ``bench.minimal``'s middleware),
+``LOAD_MINIMAL_ATTRIBUTES`` (its spans with this package's attributes).
 Bookkeeping goes to Redis in every case: one ``SADD`` of the message id (processed exactly once?),
 one ``INCR`` of a leak counter when the trace context seen by the actor is not the message's own.
 """
@@ -32,7 +33,8 @@ broker.add_middleware(CurrentMessage())
 if os.environ.get("LOAD_MINIMAL") == "1":  # the reference mode: bare span calls instead of this package
     from bench.minimal import MinimalMiddleware
 
-    broker.middleware.insert(0, MinimalMiddleware(trace.get_tracer("bench.minimal")))
+    attributes = os.environ.get("LOAD_MINIMAL_ATTRIBUTES") == "1"
+    broker.middleware.insert(0, MinimalMiddleware(trace.get_tracer("bench.minimal"), attributes=attributes))
 dramatiq.set_broker(broker)
 bookkeeping = redis.Redis.from_url(REDIS_URL)
 
