@@ -9,13 +9,13 @@ import subprocess
 import sys
 import textwrap
 
-SCRIPT = textwrap.dedent(
+#: Instrument, then create a StubBroker with one actor, ``task``, in a fresh interpreter.
+PRELUDE = textwrap.dedent(
     """
     import json
     import dramatiq
     from dramatiq.brokers.stub import StubBroker
     from opentelemetry import trace
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
     from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor
 
     DramatiqInstrumentor().instrument()
@@ -25,6 +25,12 @@ SCRIPT = textwrap.dedent(
     @dramatiq.actor
     def task():
         pass
+    """
+)
+
+SCRIPT = PRELUDE + textwrap.dedent(
+    """
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
     out = {"plain": dict(task.send().options)}
     remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(1))
@@ -56,22 +62,8 @@ def test_without_sdk_context_is_passed_on_and_a_later_sdk_is_picked_up():
     assert out["spans_after_sdk"] == ["send default"]
 
 
-PROVIDER_FROM_ENV = textwrap.dedent(
+PROVIDER_FROM_ENV = PRELUDE + textwrap.dedent(
     """
-    import json
-    import dramatiq
-    from dramatiq.brokers.stub import StubBroker
-    from opentelemetry import trace
-    from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor
-
-    DramatiqInstrumentor().instrument()
-    broker = StubBroker()
-    dramatiq.set_broker(broker)
-
-    @dramatiq.actor
-    def task():
-        pass
-
     options = task.send().options
     print(json.dumps({
         "provider": type(trace.get_tracer_provider()).__module__,
