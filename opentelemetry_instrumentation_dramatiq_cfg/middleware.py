@@ -306,16 +306,16 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             options = fields.options
             retries = _int(options.get("retries"))
             span = None
-            token = None
             if self.options.traces_enabled:
                 span = self._start_process_span(
                     broker, message, options, queue, actor_name, message_id, retries
                 )
-                token = otel_context.attach(trace.set_span_in_context(span))
             state = _Process(
-                message_id, span, token, time.perf_counter(), actor_name, queue, retries, self._instruments
+                message_id, span, None, time.perf_counter(), actor_name, queue, retries, self._instruments
             )
-            _processing.set(state)
+            if span is not None:  # attached last, so that nothing can fail between attach and the handover
+                state.token = otel_context.attach(trace.set_span_in_context(span))
+            _processing.set(state)  # from here on, the after-hook ends the span and detaches
             if self._instruments is not None:
                 self._instruments.in_flight.add(1, queue.label)
                 self._record_queue_wait(state, options, fields.message_timestamp)
