@@ -14,7 +14,10 @@ package disabled (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=dramatiq``) and ``benc
 span calls in its place: what any span-per-message instrumentation costs at least here
 (``--reference-attributes``: the same spans carrying this package's span attributes). With
 ``--rounds R`` each mode runs R times, the order alternating from round to round, and the ratios are
-of median throughputs.
+of median throughputs. With ``--endpoint-faults``, *otlp-down* and *otlp-hanging*: instrumented workers
+exporting to an endpoint that refuses connections / accepts them and never answers, with the SDK's
+default bounded span queue (the producer still exports to the receiver); their throughput is
+compared with the *instrumented* run's (target >= 0.9) and their process spans are not counted.
 
 For each run, the script enqueues N messages with no worker
 running, starts ``dramatiq bench.load_app --processes P --threads T`` (under ``opentelemetry-instrument``
@@ -40,6 +43,7 @@ import gzip
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -104,6 +108,37 @@ class SpanSink:
         return counts
 
 
+class HangingEndpoint:
+    """A TCP server that accepts connections and never answers: an OTLP endpoint that hangs."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(128)
+        self.accepted: list[socket.socket] = []
+        self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.server.accept()[0])
+            except OSError:
+                return
+
+
+def closed_endpoint() -> str:
+    """An OTLP endpoint nobody listens on: connections are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+#: Modes whose workers export to a broken endpoint (``--endpoint-faults``).
+FAULT_MODES = ("otlp-down", "otlp-hanging")
+
+
 def rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -136,9 +171,9 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
+def run(mode: str, args: argparse.Namespace, sink: SpanSink, hanging: HangingEndpoint) -> dict[str, Any]:
     namespace = f"otel-load-{uuid.uuid4().hex[:8]}"
-    instrumented = mode != "uninstrumented"  # "instrumented", or the "minimal" reference
+    instrumented = mode != "uninstrumented"  # "instrumented", the "minimal" reference, or a fault mode
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -157,6 +192,13 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
     if mode == "minimal":
         env.update(LOAD_MINIMAL="1", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="dramatiq")
         env["LOAD_MINIMAL_ATTRIBUTES"] = "1" if args.reference_attributes else "0"
+    # The workers of a fault mode export to a broken endpoint with the SDK's default (bounded) queue;
+    # the producer still exports to the sink.
+    worker_env = dict(env)
+    if mode in FAULT_MODES:
+        broken = closed_endpoint() if mode == "otlp-down" else hanging.endpoint
+        worker_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = broken
+        del worker_env["OTEL_BSP_MAX_QUEUE_SIZE"]
     client = redis.Redis.from_url(REDIS_URL)
     sink.take_counts()
 
@@ -176,7 +218,9 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink) -> dict[str, Any]:
     ]
     if instrumented:
         worker = [str(BIN / "opentelemetry-instrument"), *worker]
-    process = subprocess.Popen(worker, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        worker, env=worker_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     rss_early: dict[int, int] = {}
     cpu_early: dict[int, float] = {}
     redis_cpu_early = 0.0
@@ -268,6 +312,11 @@ def main() -> int:
         help="also run bench/minimal.py's bare span calls instead of this package (same SDK and export)",
     )
     parser.add_argument(
+        "--endpoint-faults",
+        action="store_true",
+        help="also run instrumented workers exporting to an OTLP endpoint that is down, then one that hangs",
+    )
+    parser.add_argument(
         "--reference-attributes",
         action="store_true",
         help="with --reference: the reference spans carry this package's span attributes",
@@ -277,12 +326,13 @@ def main() -> int:
     if args.messages <= 0 or args.rounds <= 0:
         parser.error("--messages and --rounds must be positive")
 
-    sink = SpanSink()
+    sink, hanging = SpanSink(), HangingEndpoint()
     modes = ["uninstrumented", "instrumented"] + (["minimal"] if args.reference else [])
+    modes += list(FAULT_MODES) if args.endpoint_faults else []
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for round_index in range(args.rounds):  # alternate the order: no mode always runs first
         for mode in modes if round_index % 2 == 0 else modes[::-1]:
-            runs[mode].append(run(mode, args, sink))
+            runs[mode].append(run(mode, args, sink, hanging))
     results = [r for mode in modes for r in runs[mode]]
     throughput = {mode: statistics.median(r["throughput"] for r in runs[mode]) for mode in modes}
     ratios = {
@@ -306,14 +356,19 @@ def main() -> int:
     print(f"throughput instrumented / uninstrumented (medians): {ratios['instrumented']:.2f} (target >= 0.9)")
     if args.reference:
         print(f"throughput minimal reference / uninstrumented (medians): {ratios['minimal']:.2f}")
+    for mode in FAULT_MODES if args.endpoint_faults else ():
+        ratio = ratios[f"{mode} / instrumented"] = throughput[mode] / throughput["instrumented"]
+        print(f"throughput {mode} / instrumented (medians): {ratio:.2f} (target >= 0.9)")
     if args.json:
         args.json.write_text(
             json.dumps({"results": results, "median_throughput": throughput, "ratios": ratios}, indent=2)
         )
     traced = [r for r in results if r["mode"] != "uninstrumented"]
+    exported = [r for r in traced if r["mode"] not in FAULT_MODES]  # fault modes export nothing
     failed = (
         any(r["processed"] != args.messages for r in results)
-        or any(r["process_spans"] < args.messages or r["send_spans"] < args.messages for r in traced)
+        or any(r["send_spans"] < args.messages for r in traced)
+        or any(r["process_spans"] < args.messages for r in exported)
         or any(r["context_leaks"] for r in traced)
     )
     return 1 if failed else 0
