@@ -47,6 +47,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -218,9 +219,9 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink, hanging: HangingEnd
     ]
     if instrumented:
         worker = [str(BIN / "opentelemetry-instrument"), *worker]
-    process = subprocess.Popen(
-        worker, env=worker_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # The workers' logs go to a file: a pipe nobody reads would block them once full.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, once read
+    process = subprocess.Popen(worker, env=worker_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     rss_early: dict[int, int] = {}
     cpu_early: dict[int, float] = {}
     redis_cpu_early = 0.0
@@ -247,6 +248,9 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink, hanging: HangingEnd
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.seek(0)
+        log_lines = log.read().decode(errors="replace").splitlines()
+        log.close()
     spans = sink.take_counts()  # the workers have exited: their shutdown flush is in
     leaks = int(client.get(f"{namespace}:leaks") or 0)
     for key in client.scan_iter(match=f"{namespace}*"):
@@ -264,6 +268,7 @@ def run(mode: str, args: argparse.Namespace, sink: SpanSink, hanging: HangingEnd
         "process_spans": spans["process"],
         "context_leaks": leaks,
         "rss_growth_kib": growth,
+        "worker_log_lines": len(log_lines),  # e.g. the exporter's warnings in the fault modes
         # CPU the worker processes and the Redis server spent per message over the same window.
         "worker_cpu_us_per_message": round(worker_cpu / max(done - done_at_start, 1) * 1e6, 1),
         "redis_cpu_us_per_message": round(redis_cpu / max(done - done_at_start, 1) * 1e6, 1),
