@@ -698,12 +698,11 @@ def _no_sdk() -> bool:
     """
     tracer_provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
     meter_provider = getattr(_metrics_api, "_METER_PROVIDER", _UNKNOWN)
-    if tracer_provider is None and meter_provider is None and not _PROVIDER_FROM_ENV:
-        return True
-    if tracer_provider is not None and tracer_provider is not _UNKNOWN:
-        return False
-    if meter_provider is not None and meter_provider is not _UNKNOWN:
-        return False
+    if tracer_provider is not _UNKNOWN and meter_provider is not _UNKNOWN:
+        if tracer_provider is not None or meter_provider is not None:
+            return False  # an SDK (or any provider) has been set
+        if not _PROVIDER_FROM_ENV:
+            return True
     return (
         _ProxyMeterProvider is not None
         and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)

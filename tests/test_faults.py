@@ -155,11 +155,7 @@ class PrivateServer:
 
 def _server_binary(*candidates: str) -> str:
     for candidate in candidates:
-        found = (
-            shutil.which(candidate)
-            if "/" not in candidate
-            else (candidate if os.access(candidate, os.X_OK) else None)
-        )
+        found = shutil.which(candidate)  # a path is checked as it is, a name is looked up on PATH
         if found:
             return found
     message = f"{candidates[-1]} is not installed"
