@@ -185,3 +185,59 @@ def test_one_endpoint_serves_every_worker_process_to_a_real_prometheus(start_met
     output = log_path.read_text()
     assert workers.returncode == 0, output
     assert "Failed to auto initialize" not in output and "Address already in use" not in output, output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_the_standard_prometheus_exporter_under_the_command_is_named_as_the_problem(start_method, tmp_path):
+    """The OTel exporter serves the main process only: the command says so, naming dramatiq_prometheus."""
+    require_service("Redis", REDIS)
+    namespace = unique("otel-std-prom")
+    client = redis.Redis(*REDIS)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WORKER_APP_NAMESPACE": namespace,
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port()),
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    command = [str(BIN / "opentelemetry-instrument"), str(BIN / "dramatiq"), "tests.worker_app"]
+    command += ["--processes", "2", "--threads", "1", "--queues", namespace]
+    if start_method == "spawn":
+        command.append("--use-spawn")
+    log_path = tmp_path / "workers.log"
+    with log_path.open("w") as log:
+        workers = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Worker process is ready" not in log_path.read_text() or (
+            start_method == "fork" and log_path.read_text().count("dramatiq_prometheus") < 3
+        ):
+            assert workers.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        try:
+            workers.wait(60)
+        except subprocess.TimeoutExpired:
+            workers.kill()
+            workers.wait()
+        for key in client.scan_iter(match=f"{namespace}*"):
+            client.delete(key)
+    output = log_path.read_text()
+    warnings = [
+        line for line in output.splitlines() if "OTEL_METRICS_EXPORTER=prometheus under the dramatiq" in line
+    ]
+    if start_method == "fork":
+        # The main process (which serves) and each forked worker process (whose series it never sees).
+        assert len(warnings) == 3, output
+    else:
+        # Spawned workers fail to bind the port before any instrumentation loads (the SDK's own error);
+        # the main process names the problem and the remedy.
+        assert len(warnings) == 1, output
+        assert "Address already in use" in output
+    assert all("dramatiq_prometheus" in line for line in warnings)
