@@ -241,3 +241,67 @@ def test_the_standard_prometheus_exporter_under_the_command_is_named_as_the_prob
         assert len(warnings) == 1, output
         assert "Address already in use" in output
     assert all("dramatiq_prometheus" in line for line in warnings)
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_send_side_series_reach_one_endpoint(tmp_path):
+    """Web processes: gunicorn's master serves, its forked workers (which alone import the app and send
+    the messages) write, as the dramatiq command's do."""
+    require_service("Redis", REDIS)
+    namespace = unique("otel-web")
+    client = redis.Redis(*REDIS)
+    metrics_port, web_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WORKER_APP_NAMESPACE": namespace,
+        "OTEL_METRICS_EXPORTER": "dramatiq_prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
+        "OTEL_PYTHON_DRAMATIQ_PROMETHEUS_EXPORT_INTERVAL": "1",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    env.pop("OTEL_PYTHON_DRAMATIQ_PROMETHEUS_SERVER", None)
+    command = [str(BIN / "opentelemetry-instrument"), str(BIN / "gunicorn"), "--workers", "2"]
+    command += ["--bind", f"127.0.0.1:{web_port}", "tests.web_app:app"]
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("w") as log:
+        web = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    requests = 40
+    try:
+        deadline = time.monotonic() + 60
+        sent = 0
+        while sent < requests:
+            assert web.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10):
+                    sent += 1
+            except OSError:
+                time.sleep(0.2)  # not listening yet
+        assert client.llen(f"{namespace}:{namespace}") == requests
+
+        def sent_total() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+                body = response.read().decode()
+            return sum(
+                sample.value
+                for family in text_string_to_metric_families(body)
+                for sample in family.samples
+                if sample.name == "messaging_client_sent_messages_total"
+                and sample.labels.get("messaging_destination_name") == namespace
+            )
+
+        while sent_total() != requests:
+            assert time.monotonic() < deadline, sent_total()
+            time.sleep(0.3)
+    finally:
+        web.send_signal(signal.SIGTERM)
+        try:
+            web.wait(60)
+        except subprocess.TimeoutExpired:
+            web.kill()
+            web.wait()
+        for key in client.scan_iter(match=f"{namespace}*"):
+            client.delete(key)
+    assert "Address already in use" not in log_path.read_text()
