@@ -68,6 +68,8 @@ def test_promtool_checks_the_rules_and_their_unit_tests_pass():
 
     promtool = require_binary("promtool")
     for args in (["check", "rules", RULES.name], ["test", "rules", RULE_TESTS.name]):
-        result = subprocess.run([promtool, *args], cwd=RULES.parent, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [promtool, *args], cwd=RULES.parent, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "SUCCESS" in result.stdout
