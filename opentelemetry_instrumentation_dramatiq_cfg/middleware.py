@@ -38,7 +38,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import get_meter_provider
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from . import hooks, propagation, semconv
+from . import hooks, propagation, semconv, shutdown
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for, queue_gauges_for
@@ -398,6 +398,11 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
     # -- worker lifecycle -----------------------------------------------------------------------
 
     @_guarded
+    def after_process_boot(self, broker: Broker) -> None:
+        """In a ``dramatiq`` worker process: flush on the first SIGTERM too (see :mod:`.shutdown`)."""
+        shutdown.flush_on_first_signal(self._flush)
+
+    @_guarded
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Register the worker (see :mod:`.queue_state.registry`) for the health view."""
         self._registry.after_worker_boot(broker, worker)
@@ -409,6 +414,9 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
     @_guarded
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         """Flush buffered hooks, spans and metrics: forked workers end with ``os._exit`` (no atexit)."""
+        self._flush()
+
+    def _flush(self) -> None:
         hooks.flush_all()
         providers = (
             self.options.tracer_provider or trace.get_tracer_provider(),
