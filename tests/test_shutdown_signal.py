@@ -102,4 +102,4 @@ def test_the_systemd_unit_signals_the_main_process_only():
     unit.read(Path(__file__).resolve().parent.parent / "examples" / "systemd" / "dramatiq.service")
     service = unit["Service"]
     assert service["KillMode"] == "mixed" and service["KillSignal"] == "SIGTERM"
-    assert "opentelemetry-instrument" in service["ExecStart"] and " dramatiq " in service["ExecStart"]
+    assert "opentelemetry-instrument" in service["ExecStart"] and "/dramatiq " in service["ExecStart"]
