@@ -73,3 +73,22 @@ def test_promtool_checks_the_rules_and_their_unit_tests_pass():
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(ALERTS))
+def test_each_threshold_is_marked_once_and_documented_in_the_readme(name):
+    marked = [line for line in ALERTS[name]["expr"].splitlines() if "# threshold:" in line]
+    (row,) = [
+        line
+        for line in (RULES.parents[2] / "README.md").read_text().splitlines()
+        if line.startswith(f"| `{name}` |")
+    ]
+    for line in marked:
+        (value,) = re.findall(r">\s*([\d.]+)", line)
+        assert re.search(rf"`(?:> )?{re.escape(value)}`", row), (value, row)
+    if name in ("DramatiqNoActiveWorker", "DramatiqMetricsEndpointDown"):
+        assert not marked
+    else:
+        assert marked
+    for_ = ALERTS[name].get("for", "\N{EN DASH}")
+    assert f"| {for_} |" in row
