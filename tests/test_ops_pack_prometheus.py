@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+import dramatiq.broker
 import pytest
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
@@ -55,6 +56,7 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
     instrumentor.instrument(
         meter_provider=meter_provider, tracer_provider=TracerProvider(), queue_metrics_interval=0.5
     )
+    previous_broker = dramatiq.broker.global_broker  # module-scoped: conftest's per-test restore is too late
     broker = make_broker("redis", namespace)
     broker.emit_after("process_boot")
     dramatiq.set_broker(broker)
@@ -101,6 +103,7 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
         instrumentor.uninstrument()
         cleanup_broker(broker, namespace)
         meter_provider.shutdown()
+        dramatiq.broker.global_broker = previous_broker
 
 
 def test_a_task_that_always_fails_fires_the_dead_letter_alert(workload: Workload):
