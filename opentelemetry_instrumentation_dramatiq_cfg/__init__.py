@@ -63,6 +63,7 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
+from . import processes
 from .config import Options
 from .middleware import OpenTelemetryMiddleware, abandon_sends, sends_mark
 from .package import _instruments
@@ -87,6 +88,7 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         options = {key: kwargs[key] for key in Options.__dataclass_fields__ if key in kwargs}
         Options.resolve(**options)  # bad options fail here, before anything is patched
+        processes.warn_about_standard_prometheus()
         self._options = options
         self._brokers = weakref.WeakSet()
         self._patched_enqueues = []

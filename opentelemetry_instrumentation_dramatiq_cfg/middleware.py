@@ -38,7 +38,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import get_meter_provider
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from . import hooks, propagation, semconv, shutdown
+from . import hooks, processes, propagation, semconv, shutdown
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for, queue_gauges_for
@@ -399,7 +399,10 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
 
     @_guarded
     def after_process_boot(self, broker: Broker) -> None:
-        """In a ``dramatiq`` worker process: flush on the first SIGTERM too (see :mod:`.shutdown`)."""
+        """Emitted in the worker processes of the ``dramatiq`` command only (see :mod:`.processes`).
+        Telemetry is flushed on the first SIGTERM too (see :mod:`.shutdown`)."""
+        processes.mark_worker_process()
+        processes.warn_about_standard_prometheus()
         shutdown.flush_on_first_signal(self._flush)
 
     @_guarded
@@ -413,15 +416,19 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
 
     @_guarded
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
-        """Flush buffered hooks, spans and metrics: forked workers end with ``os._exit`` (no atexit)."""
+        """Flush buffered hooks, spans and, in the command's worker processes, metrics.
+
+        Forked worker processes end with ``os._exit``: the SDK's atexit shutdown never runs there.
+        Metrics are flushed only there: elsewhere atexit does it, and a flush would make the OTel
+        Prometheus exporter repeat every series on its next scrape.
+        """
         self._flush()
 
     def _flush(self) -> None:
         hooks.flush_all()
-        providers = (
-            self.options.tracer_provider or trace.get_tracer_provider(),
-            self.options.meter_provider or get_meter_provider(),
-        )
+        providers: list[Any] = [self.options.tracer_provider or trace.get_tracer_provider()]
+        if processes.is_worker_process():
+            providers.append(self.options.meter_provider or get_meter_provider())
         for provider in providers:
             flush = getattr(provider, "force_flush", None)
             if callable(flush):

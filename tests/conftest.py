@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor
+from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor, processes
 
 REDIS = ("127.0.0.1", 6379)
 RABBITMQ = ("127.0.0.1", 5672)
@@ -95,6 +95,13 @@ def _restore_global_broker() -> Iterator[None]:
     previous = dramatiq.broker.global_broker
     yield
     dramatiq.broker.global_broker = previous
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts outside a ``dramatiq`` worker process (the broker fixture then emits
+    ``process_boot`` as the command would), with no warning given yet."""
+    monkeypatch.setattr(processes, "_state", {"worker_process": False, "warned": False})
 
 
 def make_broker(kind: str, namespace: str) -> dramatiq.Broker:

@@ -29,3 +29,14 @@ def slow() -> None:
 
     for _ in range(600):
         time.sleep(0.1)
+
+
+@dramatiq.actor(queue_name=NAMESPACE, max_retries=1, min_backoff=100, max_backoff=200)
+def always_fails() -> None:
+    """Fails twice: one retry, then for good."""
+    raise ValueError("always")
+
+
+@dramatiq.actor(queue_name=f"{NAMESPACE}-idle")
+def idle() -> None:
+    """Sent to a queue the tests' workers do not consume (``--queues``): its depth is known."""
