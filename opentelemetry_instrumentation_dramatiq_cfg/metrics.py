@@ -188,9 +188,10 @@ class QueueGauges:
     each with the ``queue_name`` attribute, and ``dramatiq.workers`` with ``queue_name`` and ``status``
     (``active``/``stale``): the workers consuming each queue, as the health view counts them (the
     worker registry on Redis and the StubBroker, consumer counts on RabbitMQ, which has no ``stale``).
-    A queue nobody consumes reports ``active`` 0, so an alert can tell it from an unread broker. One
-    collection reads each watched broker once (one round
-    trip for all its queues on Redis) and the snapshot is reused for ``min_interval`` seconds, however
+    A queue nobody consumes reports ``active`` 0, so an alert can tell it from an unread broker.
+
+    One collection reads each watched broker once (one round trip for all its queues and the worker
+    registry on Redis) and the snapshot is reused for ``min_interval`` seconds, however
     often the exporter collects. A broker that cannot be read reports nothing (no series), never zero,
     and the callback never raises.
     """
