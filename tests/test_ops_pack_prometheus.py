@@ -8,6 +8,7 @@ Prometheus scrapes it every second with examples/prometheus/dramatiq-alerts.yml 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,10 @@ def test_every_dashboard_query_returns_series(workload: Workload, title: str, ex
     query = expr.replace("$__rate_interval", "1m").replace("$task_name", ".*").replace("$queue_name", ".*")
     result = workload.prometheus.query(query)
     assert result, f"{title}: no series for {query}"
+    # the labels it groups by exist (a typo'd one would group everything under an empty value)
+    grouped = {label.strip() for group in re.findall(r"by \(([^)]*)\)", expr) for label in group.split(",")}
+    for series in result:
+        assert all(series["metric"].get(label) for label in grouped - {"le"}), (title, series)
     values = [float(series["value"][1]) for series in result]
     if "histogram_quantile" in expr or "/" in expr:
         assert any(not math.isnan(value) for value in values), (title, result)
