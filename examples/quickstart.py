@@ -1,16 +1,21 @@
 """The README's demo: traced Dramatiq actors on the embedded StubBroker, no service needed.
 
-Run it with ``python examples/quickstart.py``. It configures the OpenTelemetry SDK with the console
-exporter, instruments Dramatiq, sends a few messages to actors that succeed, retry then succeed, and
-fail for good, processes them with an in-process worker, then prints every span (JSON, one per span)
-and the guide's metric series. Point ``OTEL_EXPORTER_OTLP_ENDPOINT`` at a collector and swap the
-console exporters for OTLP ones (see README) to see the same in Jaeger.
+Run it with ``python examples/quickstart.py``. It configures the OpenTelemetry SDK, instruments
+Dramatiq, sends a few messages to actors that succeed, retry then succeed, and fail for good,
+processes them with an in-process worker, then prints each trace as Jaeger would show it (an indented
+tree of spans with their durations and outcomes) and the guide's ``dramatiq_tasks_total`` counts.
+``--json`` prints the raw spans instead (one JSON document per span, as the SDK's console exporter
+writes them; the counts go to stderr). Swap the in-memory exporter for an OTLP one (see README) to
+see the same in Jaeger.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from collections.abc import Sequence
+from typing import TextIO
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -19,14 +24,17 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor
 
 resource = Resource.create({"service.name": "dramatiq-quickstart"})
 tracer_provider = TracerProvider(resource=resource)
-tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+spans = InMemorySpanExporter()
+tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
 trace.set_tracer_provider(tracer_provider)
 metric_reader = InMemoryMetricReader()
 meter_provider = MeterProvider(metric_readers=[metric_reader], resource=resource)
@@ -57,7 +65,10 @@ def broken(data_id: int) -> None:
     raise ValueError(f"data {data_id} is corrupt")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the raw spans as JSON instead of trees")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)  # keep Dramatiq's own retry logs out of the demo
     with tracer.start_as_current_span("quickstart.request"):
         add.send(1, 2)
@@ -70,7 +81,60 @@ def main() -> None:
     worker.join()
     worker.stop()
 
-    print("\ndramatiq_tasks_total:", file=sys.stderr)
+    finished = spans.get_finished_spans()
+    if args.json:
+        for span in finished:
+            print(span.to_json())
+        print_counts(sys.stderr)
+    else:
+        print_traces(finished)
+        print_counts(sys.stdout)
+
+
+def print_traces(finished: Sequence[ReadableSpan]) -> None:
+    """Each trace as an indented tree, children in start order, as Jaeger's trace view shows it."""
+    children: dict[int | None, list[ReadableSpan]] = {}
+    ids = {span.context.span_id for span in finished}
+    for span in sorted(finished, key=lambda span: span.start_time or 0):
+        parent = span.parent.span_id if span.parent and span.parent.span_id in ids else None
+        children.setdefault(parent, []).append(span)
+
+    def show(span: ReadableSpan, prefix: str, last: bool, root: bool = False) -> None:
+        branch = "" if root else ("└─ " if last else "├─ ")
+        print(f"{prefix}{branch}{describe(span)}")
+        below = children.get(span.context.span_id, [])
+        for index, child in enumerate(below):
+            show(child, prefix + ("" if root else ("   " if last else "│  ")), index == len(below) - 1)
+
+    for root in children.get(None, []):
+        print(f"trace {root.context.trace_id:032x}")
+        show(root, "  ", True, root=True)
+        print()
+
+
+def describe(span: ReadableSpan) -> str:
+    """``send default [flaky] 0.2 ms``, ``process default [flaky] attempt 1  retry  ERROR ...``."""
+    attributes = span.attributes or {}
+    text = span.name
+    actor = attributes.get("messaging.dramatiq.actor.name")
+    if actor:
+        text += f" [{actor}]"
+    if attributes.get("messaging.dramatiq.reenqueue"):
+        text += " (retry)"
+    if attributes.get("messaging.operation.type") == "process":
+        text += f" attempt {int(attributes.get('messaging.dramatiq.message.retries', 0)) + 1}"
+    duration = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+    text += f"  {duration:.1f} ms"
+    outcome = attributes.get("messaging.dramatiq.outcome")
+    if outcome:
+        text += f"  {outcome}"
+    if span.status.status_code is StatusCode.ERROR:
+        text += f"  ERROR {span.status.description or attributes.get('error.type', '')}".rstrip()
+    return text
+
+
+def print_counts(file: TextIO) -> None:
+    print("dramatiq_tasks_total:", file=file)
     data = metric_reader.get_metrics_data()
     for resource_metrics in data.resource_metrics if data else ():
         for scope_metrics in resource_metrics.scope_metrics:
@@ -78,7 +142,7 @@ def main() -> None:
                 if metric.name == "dramatiq.tasks":
                     for point in metric.data.data_points:
                         labels = ",".join(f'{k}="{v}"' for k, v in sorted(point.attributes.items()))
-                        print(f"  dramatiq_tasks_total{{{labels}}} {point.value}", file=sys.stderr)
+                        print(f"  dramatiq_tasks_total{{{labels}}} {point.value}", file=file)
 
 
 if __name__ == "__main__":

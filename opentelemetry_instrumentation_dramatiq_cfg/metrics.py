@@ -185,8 +185,13 @@ class QueueGauges:
     """Observable gauges of queue state, read from the brokers by :mod:`.queue_state`.
 
     ``dramatiq.queue.depth`` (pending), ``dramatiq.queue.delayed`` and ``dramatiq.queue.dead_lettered``,
-    each with the ``queue_name`` attribute. One collection reads each watched broker once (one round
-    trip for all its queues on Redis) and the snapshot is reused for ``min_interval`` seconds, however
+    each with the ``queue_name`` attribute, and ``dramatiq.workers`` with ``queue_name`` and ``status``
+    (``active``/``stale``): the workers consuming each queue, as the health view counts them (the
+    worker registry on Redis and the StubBroker, consumer counts on RabbitMQ, which has no ``stale``).
+    A queue nobody consumes reports ``active`` 0, so an alert can tell it from an unread broker.
+
+    One collection reads each watched broker once (one round trip for all its queues and the worker
+    registry on Redis) and the snapshot is reused for ``min_interval`` seconds, however
     often the exporter collects. A broker that cannot be read reports nothing (no series), never zero,
     and the callback never raises.
     """
@@ -203,9 +208,11 @@ class QueueGauges:
             (semconv.METRIC_QUEUE_DEPTH, "Messages waiting in a queue (pending, not yet delivered)."),
             (semconv.METRIC_QUEUE_DELAYED, "Delayed messages (retries and eta) waiting in a queue."),
             (semconv.METRIC_QUEUE_DEAD_LETTERED, "Messages in a queue's dead-letter queue."),
+            (semconv.METRIC_WORKERS, "Worker processes consuming a queue, by status (active, stale)."),
         ):
+            unit = "{worker}" if name == semconv.METRIC_WORKERS else "{message}"
             meter.create_observable_gauge(
-                name, callbacks=[self._callback(name)], unit="{message}", description=description
+                name, callbacks=[self._callback(name)], unit=unit, description=description
             )
 
     def watch(self, broker: Any) -> None:
@@ -231,7 +238,9 @@ class QueueGauges:
                 return self._snapshot
             snapshot: dict[str, list[Observation]] = {}
             for broker in list(self._readers.keys()):
-                for queue in self._read(broker):
+                queues, workers = self._read(broker)
+                snapshot.setdefault(semconv.METRIC_WORKERS, []).extend(workers)
+                for queue in queues:
                     attributes = {semconv.LABEL_QUEUE_NAME: queue.name}
                     for metric, value in (
                         (semconv.METRIC_QUEUE_DEPTH, queue.pending),
@@ -243,17 +252,37 @@ class QueueGauges:
             self._snapshot, self._read_at = snapshot, now
             return snapshot
 
-    def _read(self, broker: Any) -> list[Any]:
+    def _read(self, broker: Any) -> tuple[list[Any], list[Observation]]:
         from .queue_state import reader_for_broker
 
         try:
             reader = self._readers.get(broker)
             if reader is None:
                 reader = self._readers[broker] = reader_for_broker(broker, timeout=self.timeout)
-            return list(reader.read().queues)
+            snapshot = reader.read()
         except Exception as exc:  # unreadable broker: no series rather than a misleading zero
             _logger.debug("Queue gauges: cannot read %s: %s", type(broker).__name__, exc)
-            return []
+            return [], []
+        return list(snapshot.queues), _worker_observations(snapshot)
+
+
+def _worker_observations(snapshot: Any) -> list[Observation]:
+    """Workers per queue and status: registry entries listing the queue, else the queue's consumers."""
+    observations = []
+    for queue in snapshot.queues:
+        if snapshot.registry:
+            statuses = [worker.status for worker in snapshot.workers if queue.name in worker.queues]
+            counts = {
+                status: statuses.count(status) for status in (semconv.WORKER_ACTIVE, semconv.WORKER_STALE)
+            }
+        elif queue.consumers is not None:
+            counts = {semconv.WORKER_ACTIVE: queue.consumers}
+        else:
+            continue
+        for status, count in counts.items():
+            attributes = {semconv.LABEL_QUEUE_NAME: queue.name, semconv.LABEL_WORKER_STATUS: status}
+            observations.append(Observation(count, attributes))
+    return observations
 
 
 _gauges_lock = threading.Lock()

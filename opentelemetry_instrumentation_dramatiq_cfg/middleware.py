@@ -38,7 +38,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import get_meter_provider
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from . import hooks, processes, propagation, semconv
+from . import hooks, processes, propagation, semconv, shutdown
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for, queue_gauges_for
@@ -399,9 +399,11 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
 
     @_guarded
     def after_process_boot(self, broker: Broker) -> None:
-        """Emitted in the worker processes of the ``dramatiq`` command only (see :mod:`.processes`)."""
+        """Emitted in the worker processes of the ``dramatiq`` command only (see :mod:`.processes`).
+        Telemetry is flushed on the first SIGTERM too (see :mod:`.shutdown`)."""
         processes.mark_worker_process()
         processes.warn_about_standard_prometheus()
+        shutdown.flush_on_first_signal(self._flush)
 
     @_guarded
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
@@ -420,6 +422,9 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         Metrics are flushed only there: elsewhere atexit does it, and a flush would make the OTel
         Prometheus exporter repeat every series on its next scrape.
         """
+        self._flush()
+
+    def _flush(self) -> None:
         hooks.flush_all()
         providers: list[Any] = [self.options.tracer_provider or trace.get_tracer_provider()]
         if processes.is_worker_process():

@@ -84,11 +84,17 @@ METRIC_QUEUE_WAIT: Final = "dramatiq.queue.wait.duration"
 METRIC_IN_FLIGHT: Final = "dramatiq.worker.messages_in_flight"
 METRIC_RETRIES: Final = "dramatiq.retries"
 METRIC_DEAD_LETTERED: Final = "dramatiq.dead_lettered"
+METRIC_WORKERS: Final = "dramatiq.workers"
 
 # Metric attribute (Prometheus label) names of the guide's series.
 LABEL_TASK_NAME: Final = "task_name"
 LABEL_STATUS: Final = "status"
 LABEL_QUEUE_NAME: Final = "queue_name"
+LABEL_WORKER_STATUS: Final = "status"
+
+# Values of the `status` label of dramatiq_workers.
+WORKER_ACTIVE: Final = "active"
+WORKER_STALE: Final = "stale"
 
 # Boundaries recommended by the messaging conventions for duration histograms (seconds).
 DURATION_BUCKETS: Final = (

@@ -234,6 +234,32 @@ def test_queue_gauges_report_the_pending_messages(broker, queue_name, metric_rea
     assert delayed[queue_name] == 0
 
 
+def test_workers_gauge_counts_the_workers_of_each_queue(
+    broker, broker_kind, queue_name, metric_reader, start_worker
+):
+    idle_queue = f"{queue_name}-idle"
+
+    @dramatiq.actor(queue_name=queue_name)
+    def consumed():
+        pass
+
+    @dramatiq.actor(queue_name=idle_queue)
+    def not_consumed():
+        pass
+
+    start_worker(queues={queue_name})
+    wait_for(lambda: read(broker)[queue_name].consumers or reader_for_broker(broker).read().active_workers)
+
+    workers = {
+        (p.attributes["queue_name"], p.attributes["status"]): p.value
+        for p in points(metric_reader, "dramatiq.workers")
+    }
+    expected = {(queue_name, "active"): 1, (idle_queue, "active"): 0}
+    if broker_kind != "rabbitmq":  # the registry also tells workers that stopped beating
+        expected.update({(queue_name, "stale"): 0, (idle_queue, "stale"): 0})
+    assert workers == expected
+
+
 def test_queue_gauges_report_nothing_for_an_unreadable_broker(instrument, metric_reader):
     from dramatiq.brokers.redis import RedisBroker
 
@@ -241,6 +267,7 @@ def test_queue_gauges_report_nothing_for_an_unreadable_broker(instrument, metric
     broker = RedisBroker(url="redis://127.0.0.1:1/0")
     broker.declare_queue("unreachable")
     assert points(metric_reader, "dramatiq.queue.depth") == []
+    assert points(metric_reader, "dramatiq.workers") == []
 
 
 def test_worker_registry_is_written_by_the_instrumented_worker_only(broker, queue_name, start_worker):

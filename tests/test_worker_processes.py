@@ -60,18 +60,30 @@ def otel_env(receiver: Receiver, namespace: str, service: str) -> dict[str, str]
 
 @contextlib.contextmanager
 def running_workers(
-    arguments: list[str], receiver: Receiver, namespace: str, log: IO[str]
+    arguments: list[str], receiver: Receiver, namespace: str, log: IO[str], *, own_process_group: bool = False
 ) -> Iterator[Popen[str]]:
     """``opentelemetry-instrument dramatiq tests.worker_app ARGUMENTS``, killed if still running after the
-    block, with the test's Redis namespace deleted."""
+    block, with the test's Redis namespace deleted. ``own_process_group``: the command leads a process
+    group of its own (as a systemd unit's processes share a control group), for ``os.killpg``."""
     command = [str(BIN / "opentelemetry-instrument"), str(BIN / "dramatiq"), "tests.worker_app", *arguments]
     env = otel_env(receiver, namespace, "worker")
-    workers = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    workers = subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+        start_new_session=own_process_group,
+    )
     try:
         yield workers
     finally:
         if workers.poll() is None:
-            workers.kill()
+            if own_process_group:
+                os.killpg(workers.pid, signal.SIGKILL)
+            else:
+                workers.kill()
             workers.wait()
         client = redis.Redis(*REDIS)
         for key in client.scan_iter(match=f"{namespace}*"):
@@ -157,3 +169,34 @@ def test_a_task_running_at_sigterm_ends_its_span_and_exports_it(receiver, log):
     (process,) = receiver.named(f"process {namespace}-slow")
     assert process.status_code == 2  # ERROR
     assert process.attributes["error.type"] == "dramatiq.middleware.shutdown.Shutdown"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("receiver", ["grpc"], indirect=True)
+def test_sigterm_to_the_process_group_still_exports_the_finished_spans(receiver, log):
+    """systemd's default ``KillMode=control-group`` SIGTERMs every process of the unit: each worker
+    process gets two SIGTERMs (systemd's and its main process's) and Dramatiq exits on the second at
+    once, before the shutdown flush. The spans its threads had finished must still be exported."""
+    require_service("Redis", REDIS)
+    namespace = unique("otel-killpg")
+    client = redis.Redis(*REDIS)
+    arguments = ["--processes", "2", "--threads", "2"]
+    with running_workers(arguments, receiver, namespace, log, own_process_group=True) as workers:
+        produce(receiver, namespace, PRODUCER, str(MESSAGES))
+        deadline = time.monotonic() + 120
+        while not drained(client, namespace) or client.hlen(f"{namespace}:__otel_workers__") < 2:
+            assert workers.poll() is None and time.monotonic() < deadline, (
+                "the workers did not drain the queue"
+            )
+            time.sleep(0.1)
+        # Every message is processed and its span waits in the batch processor (schedule delay 10 min).
+        os.killpg(workers.pid, signal.SIGTERM)
+        workers.wait(timeout=120)
+
+    log.seek(0)
+    # Dramatiq's behaviour is unchanged: the second SIGTERM still kills the worker processes.
+    assert workers.returncode == 1, log.read()  # dramatiq.cli.RET_KILLED
+    receiver.wait_for(lambda r: len(r.named("process ")) >= MESSAGES, timeout=30)
+    processes = receiver.named(f"process {namespace}")
+    assert len(processes) == MESSAGES
+    assert len({span.attributes["messaging.message.id"] for span in processes}) == MESSAGES
