@@ -59,7 +59,8 @@ class WorkerRegistry:
         self.broker = broker
         self.interval = interval
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(worker):x}"
-        queues = getattr(worker, "queues", None) or broker.get_declared_queues()
+        # Dramatiq keeps ``Worker(queues=...)`` (the command's ``--queues``) as ``consumer_whitelist``
+        queues = getattr(worker, "consumer_whitelist", None) or broker.get_declared_queues()
         self.record: dict[str, Any] = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
