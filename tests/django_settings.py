@@ -1,5 +1,8 @@
 """Django settings of the test suite (PostgreSQL on 127.0.0.1, database ``test``)."""
 
+import hashlib
+from pathlib import Path
+
 SECRET_KEY = "tests-only"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -40,6 +43,10 @@ DATABASES = {
         "PORT": 5432,
         "NAME": "test",
         "USER": "postgres",
+        # one test database per checkout, so suites run from two clones at once do not drop each other's
+        "TEST": {
+            "NAME": f"test_test_{hashlib.sha1(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]}"
+        },
     }
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
