@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from django.apps import apps
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from ..queue_state import QueueStats, WorkerStats, redact
@@ -96,7 +96,8 @@ def build_page(config: HealthSettings | None = None, *, paused: bool = False) ->
     page.records_installed = apps.is_installed(RECORDS_APP)
     if page.records_installed:
         try:
-            _records(page, config)
+            with transaction.atomic():  # a failure here must not spoil the request's transaction
+                _records(page, config)
         except DatabaseError as exc:  # e.g. the records app installed but not migrated
             page.records_error = redact(f"{type(exc).__name__}: {exc}")
     return page

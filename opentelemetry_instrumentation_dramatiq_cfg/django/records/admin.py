@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from ..conf import health_settings
@@ -23,6 +24,9 @@ class TaskRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("actor_name", "message_id", "trace_id", "exception_type")
     date_hierarchy = "timestamp"
     readonly_fields = (*(field.name for field in TaskRecord._meta.fields), "trace")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # records are what the workers saw; nobody writes them by hand
 
     @admin.display(description="Trace", ordering="trace_id")
     def trace(self, record: TaskRecord) -> str:
