@@ -10,12 +10,13 @@ query each). Nothing here raises for an unreachable broker or database: the erro
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from django.apps import apps
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from ..queue_state import QueueStats, WorkerStats, redact
@@ -96,7 +97,8 @@ def build_page(config: HealthSettings | None = None, *, paused: bool = False) ->
     page.records_installed = apps.is_installed(RECORDS_APP)
     if page.records_installed:
         try:
-            with transaction.atomic():  # a failure here must not spoil the request's transaction
+            # inside a transaction (ATOMIC_REQUESTS), a savepoint keeps a failure here from spoiling it
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
                 _records(page, config)
         except DatabaseError as exc:  # e.g. the records app installed but not migrated
             page.records_error = redact(f"{type(exc).__name__}: {exc}")
