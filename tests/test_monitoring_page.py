@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from datetime import timedelta
 
 import dramatiq
@@ -144,6 +145,24 @@ def test_a_running_worker_is_listed_active(staff_client, broker, queue_name, hea
     )
     assert last_seen.endswith(("s ago", "just now"))
     assert 'class="dramatiq-status healthy"' in staff_client.get(URL).content.decode()
+
+
+@pytest.mark.parametrize("broker_kind", ["rabbitmq"])
+def test_on_rabbitmq_liveness_is_the_consumers_column(staff_client, broker, queue_name, health, start_worker):
+    @dramatiq.actor(queue_name=queue_name)
+    def work():
+        pass
+
+    start_worker()
+    wait_for_page = staff_client.get(URL).content.decode()
+    deadline = time.monotonic() + 30
+    while 'class="dramatiq-status healthy"' not in wait_for_page:
+        assert time.monotonic() < deadline, "the worker's consumer never showed"
+        time.sleep(0.1)
+        wait_for_page = staff_client.get(URL).content.decode()
+    rows = {row[0]: row[1:] for row in table(wait_for_page, "queues")}
+    assert rows[queue_name] == ["0", "0", "0", "\N{EN DASH}", "1"]  # in flight: unknown
+    assert "This broker has no worker registry" in wait_for_page and 'id="workers"' not in wait_for_page
 
 
 def test_a_broker_that_is_down_shows_unhealthy_and_the_error_never_a_traceback(staff_client, health):
