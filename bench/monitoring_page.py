@@ -22,9 +22,9 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.redis_round_trips import count_round_trips
 
 PAGE = "/admin/dramatiq_otel/monitoring/"
 
@@ -61,7 +61,6 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     import dramatiq
-    import redis
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.db import connection
@@ -74,15 +73,7 @@ def run(args: argparse.Namespace) -> None:
     from opentelemetry_instrumentation_dramatiq_cfg.queue_state.registry import WorkerRegistry
 
     settings.DRAMATIQ_HEALTH = {"DETAILS": "staff", "TRACE_URL": "http://localhost:16686/trace/{trace_id}"}
-    writes = 0
-    original = redis.connection.AbstractConnection.send_packed_command
-
-    def counting(self: Any, command: Any, check_health: bool = True) -> None:
-        nonlocal writes
-        writes += 1
-        original(self, command, check_health)
-
-    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    round_trips_so_far = count_round_trips()
 
     namespace = f"otel-bench-{uuid.uuid4().hex[:8]}"
     broker = RedisBroker(namespace=namespace)
@@ -117,10 +108,10 @@ def run(args: argparse.Namespace) -> None:
         page = client.get(PAGE)  # warm: the reader connects, templates compile
         assert page.status_code == 200 and page.content.count(b"<tr>") > args.queues, page.status_code
         assert len(client.get("/health/?details=1").json()["queues"]) == args.queues
-        before = writes
+        before = round_trips_so_far()
         with CaptureQueriesContext(connection) as queries:
             client.get(PAGE)
-        round_trips = writes - before
+        round_trips = round_trips_so_far() - before
         statements = [q for q in queries if "SAVEPOINT" not in q["sql"]]
 
         page_ms: list[float] = []

@@ -26,15 +26,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def health(settings):
-    def configure(**block):
-        settings.DRAMATIQ_HEALTH = block
-
-    configure()
-    return configure
-
-
-@pytest.fixture
 def staff_client(client, django_user_model):
     client.force_login(django_user_model.objects.create_user("ops", is_staff=True, is_superuser=True))
     return client
