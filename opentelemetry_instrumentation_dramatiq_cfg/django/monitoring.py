@@ -5,6 +5,9 @@ status is the one ``/health/`` gives, from the same single read of the broker: o
 Redis whatever the number of queues) and, when the records app is installed, reads the most recent
 permanent failures and the slowest attempts of the last :data:`SLOWEST_WINDOW` (``ROWS`` each, one
 query each). Nothing here raises for an unreachable broker or database: the error text is shown.
+
+The body rows of the tables are built here with ``format_html`` (every value escaped), as the admin
+builds its change-list rows: a template loop over 100 queues costs more than the broker read.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from typing import TYPE_CHECKING, Any, Final
 from django.apps import apps
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
 
 from ..queue_state import QueueStats, WorkerStats, redact
 from .conf import HealthSettings
@@ -45,10 +51,28 @@ def ago(seconds: float) -> str:
     return f"{int(seconds)} s ago"
 
 
+#: Characters of an error message shown in a table cell (the whole text is in its tooltip).
+ERROR_CHARS: Final = 160
+
+
 @dataclass(frozen=True)
 class WorkerRow:
     worker: WorkerStats
     last_seen: str
+
+    def html(self) -> SafeString:
+        worker = self.worker
+        return format_html(
+            '<tr><td>{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td>{}</td>'
+            '<td><span class="dramatiq-worker {}">{}</span></td></tr>',
+            worker.host,
+            worker.pid,
+            ", ".join(worker.queues),
+            worker.threads,
+            self.last_seen,
+            worker.status,
+            worker.status,
+        )
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,43 @@ class RecordRow:
     record: TaskRecord
     when: str
     trace_url: str | None
+
+    def html(self) -> SafeString:
+        record = self.record
+        error = (
+            format_html(
+                "<code>{}</code>: {}",
+                record.exception_type,
+                Truncator(record.exception_message).chars(ERROR_CHARS),
+            )
+            if record.exception_type
+            else ""
+        )
+        short = f"{record.trace_id[:12]}…" if record.trace_id else ""
+        trace = (
+            format_html('<a class="trace-link" href="{}" rel="noreferrer">{}</a>', self.trace_url, short)
+            if self.trace_url
+            else format_html('<span title="{}">{}</span>', record.trace_id, short)
+        )
+        return format_html(
+            '<tr><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num nowrap">{} s</td>'
+            '<td class="nowrap" title="{}">{}</td>'
+            '<td class="dramatiq-error" title="{}">{}</td><td>{}</td></tr>',
+            record.actor_name,
+            record.queue_name,
+            record.outcome,
+            record.retries,
+            f"{record.duration:.3f}",
+            record.timestamp.isoformat(),
+            self.when,
+            record.exception_message,
+            error,
+            trace,
+        )
+
+
+def _dash(value: int | None) -> int | str:
+    return "\N{EN DASH}" if value is None else value
 
 
 @dataclass
@@ -79,6 +140,28 @@ class MonitoringPage:
     refresh: float = 0
     refresh_paused: bool = False
     generated_at: datetime = field(default_factory=timezone.now)
+
+    # -- table bodies, for the template ----------------------------------------------------------
+
+    def queue_rows(self) -> SafeString:
+        return format_html_join(
+            "\n",
+            '<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td>'
+            '<td class="num">{}</td><td class="num">{}</td></tr>',
+            (
+                (q.name, q.pending, q.delayed, q.dead_lettered, _dash(q.in_flight), _dash(q.consumers))
+                for q in self.queues
+            ),
+        )
+
+    def worker_rows(self) -> SafeString:
+        return SafeString("\n".join(row.html() for row in self.workers))
+
+    def failure_rows(self) -> SafeString:
+        return SafeString("\n".join(row.html() for row in self.failures))
+
+    def slowest_rows(self) -> SafeString:
+        return SafeString("\n".join(row.html() for row in self.slowest))
 
 
 def build_page(config: HealthSettings | None = None, *, paused: bool = False) -> MonitoringPage:
