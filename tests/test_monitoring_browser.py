@@ -115,7 +115,6 @@ def test_staff_follow_queues_workers_failures_and_traces_in_the_browser(
         send_welcome_email.send(user_id)
     for user_id in range(2):
         send_welcome_email.send_with_options(args=(user_id,), delay=600_000)
-    failing = build_monthly_report.send("2026-10")
     for batch in range(4):
         export_orders.send(batch)  # no worker consumes "exports": they stay pending
 
@@ -124,13 +123,14 @@ def test_staff_follow_queues_workers_failures_and_traces_in_the_browser(
     worker.start()
     try:
 
-        def recorded() -> bool:
-            writer.flush()
-            return TaskRecord.objects.filter(outcome="success").count() == 3 and (
-                TaskRecord.objects.filter(outcome="failed").exists()
-            )
+        def recorded(outcome: str, count: int) -> Callable[[], bool]:
+            def check() -> bool:
+                writer.flush()
+                return TaskRecord.objects.filter(outcome=outcome).count() == count
 
-        wait_for(recorded)
+            return check
+
+        wait_for(recorded("success", 3))
 
         # log in as staff and open the page from the admin index
         browser.get(f"{live_server.url}/admin/")
@@ -144,6 +144,12 @@ def test_staff_follow_queues_workers_failures_and_traces_in_the_browser(
         assert browser.title.startswith("Dramatiq monitoring")
 
         assert browser.find_element(By.ID, "status").text.lower() == "healthy"
+        assert read_table(browser, "failures") == [["No permanent failure recorded."]]
+
+        # a task fails for good: after a refresh its row is there, and its dead letter
+        failing = build_monthly_report.send("2026-10")
+        wait_for(recorded("failed", 1))
+        browser.refresh()
         queues = {row[0]: row[1:] for row in read_table(browser, "queues")}
         # name: pending, delayed, dead-lettered, in flight, consumers
         assert queues["exports"][:3] == ["4", "0", "0"]
