@@ -216,6 +216,17 @@ def record_redis_writes(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[An
     return start
 
 
+@pytest.fixture
+def health(settings: Any) -> Callable[..., None]:
+    """Set DRAMATIQ_HEALTH for one test (Django tests): ``health(DETAILS="public", ...)``."""
+
+    def configure(**block: Any) -> None:
+        settings.DRAMATIQ_HEALTH = block
+
+    configure()
+    return configure
+
+
 def process_all(broker: dramatiq.Broker, *queue_names: str) -> None:
     """Run a one-thread Worker until every message of ``queue_names`` is done, then stop it."""
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)

@@ -21,17 +21,6 @@ from .conftest import make_broker, process_all
 TOKEN = "a-long-enough-health-token"
 
 
-@pytest.fixture
-def health(settings):
-    """Set DRAMATIQ_HEALTH for one test: ``health(DETAILS="public", ...)``."""
-
-    def configure(**block):
-        settings.DRAMATIQ_HEALTH = block
-
-    configure()
-    return configure
-
-
 def wait_for(predicate, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -126,6 +126,15 @@ def test_the_registry_middleware_alone_registers_workers(namespace):
         cleanup_broker(broker, namespace)
 
 
+@pytest.mark.parametrize("broker_kind", ["stub", "redis"])
+def test_a_worker_started_on_some_queues_is_registered_with_those_only(broker, namespace, start_worker):
+    for suffix in ("a", "b", "c"):
+        broker.declare_queue(f"{namespace}-{suffix}")
+    start_worker(queues={f"{namespace}-a", f"{namespace}-c"})
+    (entry,) = reader_for_broker(broker).read().workers
+    assert entry.queues == (f"{namespace}-a", f"{namespace}-c")
+
+
 @pytest.mark.parametrize("broker_kind", ["redis"])
 def test_reading_redis_writes_nothing(broker, queue_name, record_redis_writes, monkeypatch):
     @dramatiq.actor(queue_name=queue_name)

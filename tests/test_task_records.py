@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import timedelta
 
@@ -60,6 +61,8 @@ def test_a_real_worker_leaves_one_record_per_attempt(instrument, namespace, queu
     assert all(
         record.duration >= 0 and record.queue_name == queue_name for record in TaskRecord.objects.all()
     )
+    errors = set(TaskRecord.objects.values_list("outcome", "exception_type", "exception_message"))
+    assert errors == {("success", "", ""), ("retry", "ValueError", "no"), ("failed", "ValueError", "no")}
 
 
 def test_recording_never_touches_the_database(django_assert_num_queries):
@@ -101,3 +104,23 @@ def test_prune_deletes_old_records_only():
     call_command("prune_task_records", "--days", "30", stdout=out)
     assert "Deleted 2 task records older than 30 days." in out.getvalue()
     assert sorted(TaskRecord.objects.values_list("message_id", flat=True)) == ["1", "10"]
+
+
+class _Broken(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_records_keep_the_exception_type_and_a_truncated_redacted_message_not_the_exception():
+    long = ValueError("x" * 5000)
+    secret = ConnectionError("cannot reach redis://app:hunter2@cache:6379/0")
+    for i, exception in enumerate((long, secret, _Broken("b"))):
+        writer.record_task(dataclasses.replace(outcome(i), outcome="failed", exception=exception))
+    assert all(pending.outcome.exception is None for pending in writer._buffer)  # no traceback kept
+    assert writer.flush() == 3
+    rows = dict(TaskRecord.objects.values_list("message_id", "exception_type"))
+    assert rows == {"m0": "ValueError", "m1": "ConnectionError", "m2": "tests.test_task_records._Broken"}
+    messages = dict(TaskRecord.objects.values_list("message_id", "exception_message"))
+    assert len(messages["m0"]) == writer.MESSAGE_LENGTH and messages["m0"].endswith("…")
+    assert messages["m1"] == "cannot reach redis://***@cache:6379/0"
+    assert messages["m2"] == "<unprintable exception>"

@@ -1,9 +1,12 @@
-"""Django integration: a health view, a ``dramatiq_health`` command, system checks, mail alerts.
+"""Django integration: a health view, an admin monitoring page, a ``dramatiq_health`` command, system
+checks, mail alerts.
 
 Add ``"opentelemetry_instrumentation_dramatiq_cfg.django"`` to ``INSTALLED_APPS`` (after
 ``django_dramatiq``), ``path("health/", include("opentelemetry_instrumentation_dramatiq_cfg.django.urls"))``
-to your urls, and configure the ``DRAMATIQ_HEALTH`` block (see :mod:`.conf`). This package never
-imports the OpenTelemetry middleware; it reads the broker through :mod:`..queue_state`.
+to your urls, and configure the ``DRAMATIQ_HEALTH`` block (see :mod:`.conf`). With
+``django.contrib.admin`` installed, staff find the monitoring page (:mod:`.admin`, :mod:`.monitoring`)
+in the admin index. This package never imports the OpenTelemetry middleware; it reads the broker
+through :mod:`..queue_state`.
 """
 
 from __future__ import annotations

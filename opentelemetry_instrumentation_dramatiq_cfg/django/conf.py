@@ -20,19 +20,27 @@ Key                    Default     Meaning
 ``INSTRUMENT_OPTIONS`` ``{}``      Options of ``instrument()`` (e.g. ``{"failure_hooks": [...]}``).
 ``ALERT_WINDOW``       ``300``     Seconds during which ``mail_admins_on_failure`` sends at most one
                                    mail per actor.
+``TRACE_URL``          ``None``    Link to a trace, with ``{trace_id}`` where its id goes, e.g.
+                                   ``"http://localhost:16686/trace/{trace_id}"`` (Jaeger); used by the
+                                   monitoring page and the task records' admin. ``None``: no links.
+``MONITORING_REFRESH`` ``30``      Seconds between two reloads of the admin monitoring page; ``0``
+                                   turns auto-refresh off.
 =====================  ==========  ==================================================================
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
+from urllib.parse import quote
 
 from django.conf import settings
 
 SETTING: Final = "DRAMATIQ_HEALTH"
 DETAILS_MODES: Final = ("public", "staff", "token")
 TOKEN_HEADER: Final = "X-Dramatiq-Health-Token"
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,14 @@ class HealthSettings:
     INSTRUMENT: bool = False
     INSTRUMENT_OPTIONS: dict[str, Any] = field(default_factory=dict)
     ALERT_WINDOW: float = 300.0
+    TRACE_URL: str | None = None
+    MONITORING_REFRESH: float = 30
+
+    def trace_url(self, trace_id: str | None) -> str | None:
+        """``TRACE_URL`` for this trace id; ``None`` without ``TRACE_URL`` or a valid 32-hex id."""
+        if not self.TRACE_URL or not trace_id or not _TRACE_ID.fullmatch(trace_id):
+            return None
+        return self.TRACE_URL.replace("{trace_id}", quote(trace_id))
 
 
 KEYS: Final = frozenset(f.name for f in fields(HealthSettings))
@@ -89,6 +105,23 @@ def problems(raw: Any) -> list[str]:
         found.append(f"{SETTING}['UNHEALTHY_STATUS'] must be 500 or 503, got {raw.get('UNHEALTHY_STATUS')!r}")
     if not isinstance(raw.get("INSTRUMENT_OPTIONS", {}), dict):
         found.append(f"{SETTING}['INSTRUMENT_OPTIONS'] must be a dict of instrument() keyword arguments")
+    refresh = raw.get("MONITORING_REFRESH", 30)
+    if (
+        isinstance(refresh, bool)
+        or not isinstance(refresh, int | float)
+        or not (refresh == 0 or refresh >= 1)
+    ):
+        found.append(f"{SETTING}['MONITORING_REFRESH'] must be 0 (off) or at least 1 second, got {refresh!r}")
+    trace_url = raw.get("TRACE_URL")
+    if trace_url is not None and (
+        not isinstance(trace_url, str)
+        or "{trace_id}" not in trace_url
+        or not trace_url.startswith(("http://", "https://", "/"))
+    ):
+        found.append(
+            f"{SETTING}['TRACE_URL'] must be an http(s) URL or a path containing {{trace_id}}, "
+            f"e.g. 'http://localhost:16686/trace/{{trace_id}}', got {trace_url!r}"
+        )
     broker = raw.get("BROKER")
     if broker is not None and isinstance(broker, str) and "." not in broker:
         found.append(f"{SETTING}['BROKER'] must be a dotted path 'module.attribute', got {broker!r}")

@@ -21,9 +21,18 @@ class TaskRecord(models.Model):
     message_id = models.CharField(max_length=64)
     trace_id = models.CharField(max_length=32, blank=True, default="")
     timestamp = models.DateTimeField(db_index=True)
+    exception_type = models.CharField(
+        max_length=255, blank=True, default="", help_text="Class of the exception the attempt raised."
+    )
+    exception_message = models.TextField(
+        blank=True, default="", help_text="Its message, truncated, credentials in URLs redacted."
+    )
 
     class Meta:
-        indexes = [models.Index(fields=["actor_name", "timestamp"], name="dramatiq_rec_actor_time")]
+        indexes = [
+            models.Index(fields=["actor_name", "timestamp"], name="dramatiq_rec_actor_time"),
+            models.Index(fields=["outcome", "timestamp"], name="dramatiq_rec_outcome_time"),
+        ]
         ordering = ["-timestamp"]
 
     def __str__(self) -> str:
