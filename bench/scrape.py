@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import statistics
@@ -82,7 +83,7 @@ def timings(port: int, accept: str | None, scrapes: int) -> dict[str, float]:
     seconds = sorted(r[0] for r in results)
     return {
         "median_ms": statistics.median(seconds) * 1000,
-        "p95_ms": seconds[int(len(seconds) * 0.95) - 1] * 1000,
+        "p95_ms": seconds[max(0, math.ceil(len(seconds) * 0.95) - 1)] * 1000,
         "bytes": results[-1][1],
     }
 
@@ -150,6 +151,54 @@ def otel_exporter_reference(actors: int, scrapes: int) -> dict[str, Any]:
         provider.shutdown()
 
 
+def per_message(messages: int, rounds: int) -> dict[str, float]:
+    """µs per message (send + process, metrics only, StubBroker, one worker thread) with this reader
+    writing a snapshot every second, against an InMemoryMetricReader that is never collected: what the
+    endpoint adds per message. Rounds alternate; medians."""
+    import dramatiq
+    from dramatiq.brokers.stub import StubBroker
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor
+
+    def run(reader: Any) -> float:
+        provider = MeterProvider(metric_readers=[reader])
+        instrumentor = DramatiqInstrumentor()
+        instrumentor.instrument(meter_provider=provider, traces_enabled=False, queue_metrics_enabled=False)
+        broker = StubBroker()
+        dramatiq.set_broker(broker)
+        actor = dramatiq.actor(lambda: None, actor_name="cheap", queue_name="bench")
+        worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=10)
+        worker.start()
+        try:
+            start = time.perf_counter()
+            for _ in range(messages):
+                actor.send()
+            broker.join("bench")
+            worker.join()
+            return (time.perf_counter() - start) / messages * 1e6
+        finally:
+            worker.stop()
+            instrumentor.uninstrument()
+            provider.shutdown()
+
+    results: dict[str, list[float]] = {"in-memory reader": [], "dramatiq_prometheus (writing every 1 s)": []}
+    for index in range(rounds):
+        order = list(results) if index % 2 == 0 else list(reversed(results))
+        for name in order:
+            if name == "in-memory reader":
+                results[name].append(run(InMemoryMetricReader()))
+            else:
+                # As in a worker process: a live serving process (here the parent shell) is announced.
+                directory = tempfile.mkdtemp(prefix="bench-per-message-")
+                os.environ["OTEL_PYTHON_DRAMATIQ_PROMETHEUS_SERVER"] = f"{os.getppid()}:{directory}"
+                reader = DramatiqPrometheusMetricReader(export_interval=1)
+                assert reader.role == "write"
+                del os.environ["OTEL_PYTHON_DRAMATIQ_PROMETHEUS_SERVER"]
+                results[name].append(run(reader))
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,6 +206,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=16)
     parser.add_argument("--actors", type=int, default=100)
     parser.add_argument("--scrapes", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=20_000, help="per-message rows (0: skip them)")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = [
@@ -164,8 +215,9 @@ def main() -> None:
         multi_process(args.processes, args.actors, args.scrapes),
         otel_exporter_reference(args.actors, args.scrapes),
     ]
+    costs = per_message(args.messages, args.rounds) if args.messages else {}
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"scrapes": rows, "per_message_us": costs}, indent=2))
         return
     print("| Endpoint | processes x actors | scrape median | p95 | body | snapshot write per process |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -180,6 +232,12 @@ def main() -> None:
                 f"| {label}, {name} | {row['processes']} x {row['actors']} | {timing['median_ms']:.1f} ms "
                 f"| {timing['p95_ms']:.1f} ms | {timing['bytes'] // 1024} KiB | {write} |"
             )
+    if costs:
+        print()
+        print("| Metrics reader (send + process, metrics only) | µs per message |")
+        print("|---|---:|")
+        for name, cost in costs.items():
+            print(f"| {name} | {cost:.1f} |")
 
 
 if __name__ == "__main__":
