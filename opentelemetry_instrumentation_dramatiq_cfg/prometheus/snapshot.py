@@ -66,8 +66,9 @@ class ExemplarMemory:
     def __init__(self) -> None:
         self._last: dict[tuple[str, str, str, int], Exemplar] = {}
 
-    def update(self, metric: str, scope: str, point: HistogramDataPoint) -> dict[str, Exemplar]:
-        attributes = attributes_key(point.attributes or {})
+    def update(
+        self, metric: str, scope: str, attributes: str, point: HistogramDataPoint
+    ) -> dict[str, Exemplar]:
         bounds = point.explicit_bounds
         for exemplar in getattr(point, "exemplars", None) or ():
             if exemplar.trace_id is None or exemplar.span_id is None:
@@ -107,20 +108,23 @@ def snapshot(metrics_data: MetricsData, memory: ExemplarMemory, *, pid: int, tim
                     continue
                 points: list[dict[str, Any]] = []
                 for point in metric.data.data_points:
+                    attributes = dict(point.attributes or {})
+                    key = attributes_key(attributes)  # computed here, once, not by every scrape
                     if isinstance(point, HistogramDataPoint):
                         points.append(
                             {
-                                "attributes": dict(point.attributes or {}),
+                                "key": key,
+                                "attributes": attributes,
                                 "bounds": list(point.explicit_bounds),
                                 "counts": list(point.bucket_counts),
                                 "sum": point.sum,
-                                "exemplars": memory.update(metric.name, scope_key, point),
+                                "exemplars": memory.update(metric.name, scope_key, key, point),
                             }
                         )
                     else:
                         value = getattr(point, "value", None)
                         if value is not None:
-                            points.append({"attributes": dict(point.attributes or {}), "value": value})
+                            points.append({"key": key, "attributes": attributes, "value": value})
                 metrics.append(
                     {
                         "scope": scope_data,
@@ -195,7 +199,7 @@ class Merge:
 
     @staticmethod
     def _add_point(merged: MergedMetric, point: Mapping[str, Any], time: float) -> None:
-        key = attributes_key(point["attributes"])
+        key = point.get("key") or attributes_key(point["attributes"])
         current = merged.points.get(key)
         if current is None:
             merged.points[key] = _copy(point)
