@@ -3,6 +3,7 @@ Prometheus server: one endpoint for every worker process, queried through Promet
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -10,7 +11,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
 import redis
@@ -53,32 +56,74 @@ def prometheus_self_metric(url: str, name: str) -> float:
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
-def test_one_endpoint_serves_every_worker_process_to_a_real_prometheus(start_method, tmp_path):
-    require_service("Redis", REDIS)
-    namespace = unique("otel-prom")
-    client = redis.Redis(*REDIS)
-    port = free_port()
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An OTLP/gRPC receiver for the workers' spans."""
     receiver = Receiver("grpc")
+    yield receiver
+    receiver.stop()
+
+
+def command_env(namespace: str, metrics_exporter: str, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a command under ``opentelemetry-instrument`` exporting metrics to ``port``."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "WORKER_APP_NAMESPACE": namespace,
-        "OTEL_SERVICE_NAME": "worker",
-        "OTEL_METRICS_EXPORTER": "dramatiq_prometheus",
+        "OTEL_METRICS_EXPORTER": metrics_exporter,
         "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
         "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
         "OTEL_PYTHON_DRAMATIQ_PROMETHEUS_EXPORT_INTERVAL": "1",
-        "OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL": "1",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_BSP_SCHEDULE_DELAY": "500",
+        "OTEL_TRACES_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
+        **extra,
     }
-    env.pop("OTEL_PYTHON_DRAMATIQ_PROMETHEUS_SERVER", None)
+    env.pop("OTEL_PYTHON_DRAMATIQ_PROMETHEUS_SERVER", None)  # not the test process's, if any
+    return env
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], env: dict[str, str], log_path: Path, namespace: str
+) -> Iterator[Popen[bytes]]:
+    """``command`` with its output in ``log_path``; stopped with SIGTERM (killed if it hangs) after
+    the block, the test's Redis keys deleted."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        client = redis.Redis(*REDIS)
+        for key in client.scan_iter(match=f"{namespace}*"):
+            client.delete(key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_one_endpoint_serves_every_worker_process_to_a_real_prometheus(start_method, tmp_path, receiver):
+    require_service("Redis", REDIS)
+    namespace = unique("otel-prom")
+    client = redis.Redis(*REDIS)
+    port = free_port()
+    env = command_env(
+        namespace,
+        "dramatiq_prometheus",
+        port,
+        OTEL_SERVICE_NAME="worker",
+        OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL="1",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_BSP_SCHEDULE_DELAY="500",
+    )
     arguments = ["tests.worker_app", "--processes", "2", "--threads", "2", "--queues", namespace]
     if start_method == "forkserver":
         command = [str(BIN / "opentelemetry-instrument"), sys.executable, "-c", FORKSERVER, *arguments]
@@ -87,12 +132,12 @@ def test_one_endpoint_serves_every_worker_process_to_a_real_prometheus(start_met
         if start_method == "spawn":
             command.append("--use-spawn")
     log_path = tmp_path / "workers.log"
-    with log_path.open("w") as log:
-        workers = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    prometheus = start_prometheus(
-        tmp_path, [f"127.0.0.1:{port}"], extra_args=["--enable-feature=exemplar-storage"]
-    )
-    try:
+    with (
+        running(command, env, log_path, namespace) as workers,
+        start_prometheus(
+            tmp_path, [f"127.0.0.1:{port}"], extra_args=["--enable-feature=exemplar-storage"]
+        ) as prometheus,
+    ):
         started = time.time()
         # Both worker processes registered: they run with the SDK (a spawned one that lost it would not).
         deadline = time.monotonic() + 120
@@ -170,18 +215,9 @@ def test_one_endpoint_serves_every_worker_process_to_a_real_prometheus(start_met
         assert (
             prometheus_self_metric(prometheus.url, "prometheus_target_scrapes_sample_out_of_order_total") == 0
         )
-    finally:
         prometheus.stop()
-        if workers.poll() is None:
-            workers.send_signal(signal.SIGTERM)
-            try:
-                workers.wait(60)
-            except subprocess.TimeoutExpired:
-                workers.kill()
-                workers.wait()
-        receiver.stop()
-        for key in client.scan_iter(match=f"{namespace}*"):
-            client.delete(key)
+        workers.send_signal(signal.SIGTERM)
+        workers.wait(60)
     output = log_path.read_text()
     assert workers.returncode == 0, output
     assert "Failed to auto initialize" not in output and "Address already in use" not in output, output
@@ -193,25 +229,13 @@ def test_the_standard_prometheus_exporter_under_the_command_is_named_as_the_prob
     """The OTel exporter serves the main process only: the command says so, naming dramatiq_prometheus."""
     require_service("Redis", REDIS)
     namespace = unique("otel-std-prom")
-    client = redis.Redis(*REDIS)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "WORKER_APP_NAMESPACE": namespace,
-        "OTEL_METRICS_EXPORTER": "prometheus",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port()),
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-    }
+    env = command_env(namespace, "prometheus", free_port())
     command = [str(BIN / "opentelemetry-instrument"), str(BIN / "dramatiq"), "tests.worker_app"]
     command += ["--processes", "2", "--threads", "1", "--queues", namespace]
     if start_method == "spawn":
         command.append("--use-spawn")
     log_path = tmp_path / "workers.log"
-    with log_path.open("w") as log:
-        workers = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with running(command, env, log_path, namespace) as workers:
         deadline = time.monotonic() + 120
         while "Worker process is ready" not in log_path.read_text() or (
             start_method == "fork" and log_path.read_text().count("dramatiq_prometheus") < 3
@@ -219,15 +243,6 @@ def test_the_standard_prometheus_exporter_under_the_command_is_named_as_the_prob
             assert workers.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
         time.sleep(1)
-    finally:
-        workers.send_signal(signal.SIGTERM)
-        try:
-            workers.wait(60)
-        except subprocess.TimeoutExpired:
-            workers.kill()
-            workers.wait()
-        for key in client.scan_iter(match=f"{namespace}*"):
-            client.delete(key)
     output = log_path.read_text()
     warnings = [
         line for line in output.splitlines() if "OTEL_METRICS_EXPORTER=prometheus under the dramatiq" in line
@@ -251,25 +266,12 @@ def test_gunicorn_workers_send_side_series_reach_one_endpoint(tmp_path):
     namespace = unique("otel-web")
     client = redis.Redis(*REDIS)
     metrics_port, web_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "WORKER_APP_NAMESPACE": namespace,
-        "OTEL_METRICS_EXPORTER": "dramatiq_prometheus",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
-        "OTEL_PYTHON_DRAMATIQ_PROMETHEUS_EXPORT_INTERVAL": "1",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-    }
-    env.pop("OTEL_PYTHON_DRAMATIQ_PROMETHEUS_SERVER", None)
+    env = command_env(namespace, "dramatiq_prometheus", metrics_port)
     command = [str(BIN / "opentelemetry-instrument"), str(BIN / "gunicorn"), "--workers", "2"]
     command += ["--bind", f"127.0.0.1:{web_port}", "tests.web_app:app"]
     log_path = tmp_path / "gunicorn.log"
-    with log_path.open("w") as log:
-        web = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     requests = 40
-    try:
+    with running(command, env, log_path, namespace) as web:
         deadline = time.monotonic() + 60
         sent = 0
         while sent < requests:
@@ -295,13 +297,4 @@ def test_gunicorn_workers_send_side_series_reach_one_endpoint(tmp_path):
         while sent_total() != requests:
             assert time.monotonic() < deadline, sent_total()
             time.sleep(0.3)
-    finally:
-        web.send_signal(signal.SIGTERM)
-        try:
-            web.wait(60)
-        except subprocess.TimeoutExpired:
-            web.kill()
-            web.wait()
-        for key in client.scan_iter(match=f"{namespace}*"):
-            client.delete(key)
     assert "Address already in use" not in log_path.read_text()
