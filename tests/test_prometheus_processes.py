@@ -45,14 +45,15 @@ PRODUCER = (
 )
 
 
-def prometheus_self_metric(url: str, name: str) -> float:
+def scraped_sum(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name{labels}`` that ``url/metrics`` serves now."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         body = response.read().decode()
     return sum(
         sample.value
         for family in text_string_to_metric_families(body)
         for sample in family.samples
-        if sample.name == name
+        if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items())
     )
 
 
@@ -206,15 +207,8 @@ def test_one_endpoint_serves_every_worker_process_to_a_real_prometheus(start_met
         (target,) = prometheus.targets()
         assert target["health"] == "up", target
         assert prometheus.value('up{job="dramatiq"}') == 1
-        assert (
-            prometheus_self_metric(
-                prometheus.url, "prometheus_target_scrapes_sample_duplicate_timestamp_total"
-            )
-            == 0
-        )
-        assert (
-            prometheus_self_metric(prometheus.url, "prometheus_target_scrapes_sample_out_of_order_total") == 0
-        )
+        assert scraped_sum(prometheus.url, "prometheus_target_scrapes_sample_duplicate_timestamp_total") == 0
+        assert scraped_sum(prometheus.url, "prometheus_target_scrapes_sample_out_of_order_total") == 0
         prometheus.stop()
         workers.send_signal(signal.SIGTERM)
         workers.wait(60)
@@ -284,14 +278,10 @@ def test_gunicorn_workers_send_side_series_reach_one_endpoint(tmp_path):
         assert client.llen(f"{namespace}:{namespace}") == requests
 
         def sent_total() -> float:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
-                body = response.read().decode()
-            return sum(
-                sample.value
-                for family in text_string_to_metric_families(body)
-                for sample in family.samples
-                if sample.name == "messaging_client_sent_messages_total"
-                and sample.labels.get("messaging_destination_name") == namespace
+            return scraped_sum(
+                f"http://127.0.0.1:{metrics_port}",
+                "messaging_client_sent_messages_total",
+                messaging_destination_name=namespace,
             )
 
         while sent_total() != requests:
