@@ -61,9 +61,11 @@ def check_wheel(wheel: Path, version: str) -> list[str]:
         if f"{dist_info}/METADATA" not in names:
             return [f"wheel: no {dist_info}/METADATA (version.py says {version})"]
         metadata = archive.read(f"{dist_info}/METADATA").decode()
-        entry_points = archive.read(f"{dist_info}/entry_points.txt").decode() if (
-            f"{dist_info}/entry_points.txt" in names
-        ) else ""
+        entry_points = (
+            archive.read(f"{dist_info}/entry_points.txt").decode()
+            if (f"{dist_info}/entry_points.txt" in names)
+            else ""
+        )
     for path in tracked(PACKAGE):
         if path not in names:
             problems.append(f"wheel: missing {path}")
