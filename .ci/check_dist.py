@@ -66,7 +66,8 @@ def check_wheel(wheel: Path, version: str) -> list[str]:
             if (f"{dist_info}/entry_points.txt" in names)
             else ""
         )
-    for path in tracked(PACKAGE):
+    package_files = tracked(PACKAGE)
+    for path in package_files:
         if path not in names:
             problems.append(f"wheel: missing {path}")
     if f"{dist_info}/licenses/LICENSE" not in names:
@@ -77,7 +78,7 @@ def check_wheel(wheel: Path, version: str) -> list[str]:
         problems.append("wheel: METADATA has no 'License-Expression: Apache-2.0'")
     if ENTRY_POINT not in entry_points.splitlines():
         problems.append(f"wheel: entry_points.txt lacks '{ENTRY_POINT}'")
-    extra = sorted(n for n in names if n.startswith(f"{PACKAGE}/") and n not in set(tracked(PACKAGE)))
+    extra = sorted(n for n in names if n.startswith(f"{PACKAGE}/") and n not in set(package_files))
     for name in extra:
         print(f"note: wheel ships {name}, which git does not track", file=sys.stderr)
     return problems
