@@ -204,13 +204,15 @@ def record_redis_writes(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[An
         import redis.connection
 
         writes: list[Any] = []
-        original = redis.connection.AbstractConnection.send_packed_command
+        # The base class of every redis-py connection: AbstractConnection since redis 5, Connection before.
+        base = getattr(redis.connection, "AbstractConnection", redis.connection.Connection)
+        original = base.send_packed_command
 
         def recording(self: Any, command: Any, check_health: bool = True) -> None:
             writes.append(command)
             original(self, command, check_health)
 
-        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", recording)
+        monkeypatch.setattr(base, "send_packed_command", recording)
         return writes
 
     return start

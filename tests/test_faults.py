@@ -86,7 +86,7 @@ def test_an_unreachable_otlp_endpoint_never_reaches_the_tasks(
 
     assert sorted(done) == list(range(300))  # every task ran, none saw an exception
     # The SDK's queue (its attribute moved between releases) holds at most max_queue_size spans.
-    queue = getattr(processor, "queue", None) or processor._batch_processor._queue
+    queue = processor.queue if hasattr(processor, "queue") else processor._batch_processor._queue
     assert len(queue) <= 64
     provider.shutdown()
 

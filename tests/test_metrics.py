@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import dramatiq
@@ -184,16 +185,26 @@ def test_instruments_are_created_once_per_meter_provider(meter_provider):
 
 
 @pytest.mark.parametrize("scope_info_enabled", [False, True])
-def test_prometheus_exporter_renders_the_guides_series(instrument, queue_name, scope_info_enabled):
+def test_prometheus_exporter_renders_the_guides_series(request, instrument, queue_name, scope_info_enabled):
     from dramatiq.brokers.stub import StubBroker
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    registry = CollectorRegistry()
-    reader = PrometheusMetricReader(scope_info_enabled=scope_info_enabled, registry=registry)
-    instrument(meter_provider=MeterProvider(metric_readers=[reader]))
+    if "scope_info_enabled" in inspect.signature(PrometheusMetricReader).parameters:
+        registry = CollectorRegistry()
+        reader = PrometheusMetricReader(scope_info_enabled=scope_info_enabled, registry=registry)
+    else:
+        # Exporters before 0.64b0 add no otel_scope_* labels (nothing to turn off) and register with
+        # prometheus_client's global registry; the provider's shutdown unregisters the reader.
+        if scope_info_enabled:
+            pytest.skip("this opentelemetry-exporter-prometheus (< 0.64b0) adds no otel_scope_* labels")
+        registry = REGISTRY
+        reader = PrometheusMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    request.addfinalizer(meter_provider.shutdown)
+    instrument(meter_provider=meter_provider)
     broker = StubBroker()
     dramatiq.set_broker(broker)
 
