@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import dramatiq
@@ -14,6 +13,7 @@ from opentelemetry_instrumentation_dramatiq_cfg.metrics import instruments_for
 from opentelemetry_instrumentation_dramatiq_cfg.middleware import DUE_OPTION
 
 from .conftest import process_all, wait_processed
+from .otel_prometheus import otel_exporter
 
 
 def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
@@ -187,21 +187,10 @@ def test_instruments_are_created_once_per_meter_provider(meter_provider):
 @pytest.mark.parametrize("scope_info_enabled", [False, True])
 def test_prometheus_exporter_renders_the_guides_series(request, instrument, queue_name, scope_info_enabled):
     from dramatiq.brokers.stub import StubBroker
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
-    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    if "scope_info_enabled" in inspect.signature(PrometheusMetricReader).parameters:
-        registry = CollectorRegistry()
-        reader = PrometheusMetricReader(scope_info_enabled=scope_info_enabled, registry=registry)
-    else:
-        # Exporters before 0.64b0 add no otel_scope_* labels (nothing to turn off) and register with
-        # prometheus_client's global registry; the provider's shutdown unregisters the reader.
-        if scope_info_enabled:
-            pytest.skip("this opentelemetry-exporter-prometheus (< 0.64b0) adds no otel_scope_* labels")
-        registry = REGISTRY
-        reader = PrometheusMetricReader()
+    reader, render = otel_exporter(scope_info_enabled)
     meter_provider = MeterProvider(metric_readers=[reader])
     request.addfinalizer(meter_provider.shutdown)
     instrument(meter_provider=meter_provider)
@@ -217,11 +206,7 @@ def test_prometheus_exporter_renders_the_guides_series(request, instrument, queu
     monitored_task.send(True)
     process_all(broker, queue_name)
 
-    samples = [
-        sample
-        for family in text_string_to_metric_families(generate_latest(registry).decode())
-        for sample in family.samples
-    ]
+    samples = [sample for family in text_string_to_metric_families(render()) for sample in family.samples]
 
     def labels(sample: Any) -> dict[str, str]:
         return {
