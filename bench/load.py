@@ -273,6 +273,7 @@ def run(
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, once read
     process = subprocess.Popen(worker, env=worker_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     rss_early: dict[int, int] = {}
+    profilers: list[subprocess.Popen[bytes]] = []
     cpu_early: dict[int, float] = {}
     redis_cpu_early = 0.0
     first_tenth = args.messages // 10
@@ -287,12 +288,19 @@ def run(
                 started, done_at_start = time.perf_counter(), done
                 rss_early = {pid: rss_kib(pid) for pid in children(process.pid)}
                 cpu_early = {pid: cpu_seconds(pid) for pid in rss_early}
+                if args.profile:
+                    profilers = start_profilers(args, mode, list(rss_early))
                 redis_cpu_early = redis_cpu_seconds(client)
         elapsed = time.perf_counter() - started
         rss_end = {pid: rss_kib(pid) for pid in children(process.pid)}
         worker_cpu = sum(cpu_seconds(pid) - cpu for pid, cpu in cpu_early.items())
         redis_cpu = redis_cpu_seconds(client) - redis_cpu_early
     finally:
+        for profiler in profilers:  # py-spy writes its profile when its --duration is over
+            try:
+                profiler.wait(timeout=args.profile_seconds + 30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
@@ -326,6 +334,39 @@ def run(
         "worker_cpu_us_per_message": round(worker_cpu / max(done - done_at_start, 1) * 1e6, 1),
         "redis_cpu_us_per_message": round(redis_cpu / max(done - done_at_start, 1) * 1e6, 1),
     }
+
+
+def start_profilers(args: argparse.Namespace, mode: str, pids: list[int]) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` of each worker process (every thread, CPU only) for ``--profile-seconds``.
+
+    Raw (collapsed) stacks go to ``<profile dir>/<mode>-<pid>.txt``; ``bench/profile_breakdown.py``
+    sorts them into categories.
+    """
+    args.profile.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in mode)
+    return [
+        subprocess.Popen(
+            [
+                str(BIN / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(args.profile_seconds),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--threads",
+                "--format",
+                "raw",
+                "--output",
+                str(args.profile / f"{slug}-{pid}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
 
 
 def sampler_env(ratio: float) -> dict[str, str]:
@@ -392,6 +433,13 @@ def main() -> int:
         default=5000,
         help="OTEL_METRIC_EXPORT_INTERVAL in ms (5000: twelve times the SDK's default of 60 s)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy record every worker process of each run once 10%% are done (pip install py-spy)",
+    )
+    parser.add_argument("--profile-seconds", type=int, default=5, help="with --profile (5)")
     parser.add_argument("--protocol", choices=["http/protobuf", "grpc"], default="http/protobuf")
     parser.add_argument("--compression", choices=["none", "gzip"], default="none")
     parser.add_argument(

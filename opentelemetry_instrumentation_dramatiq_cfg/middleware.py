@@ -199,9 +199,9 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
       The keyword arguments of :class:`~opentelemetry_instrumentation_dramatiq_cfg.config.Options`
       (``tracer_provider``, ``meter_provider``, ``excluded_actors``, ``excluded_queues``,
       ``use_links``, ``publish_hook``, ``process_hook``, ``capture_args``,
-      ``capture_args_max_length``, ``traces_enabled``, ``metrics_enabled``); any left out is read
-      from its ``OTEL_PYTHON_DRAMATIQ_*`` environment variable, so the class can be built with no
-      arguments from a dotted path.
+      ``capture_args_max_length``, ``traces_enabled``, ``metrics_enabled``, ``metrics_set``, ...);
+      any left out is read from its ``OTEL_PYTHON_DRAMATIQ_*`` environment variable, so the class
+      can be built with no arguments from a dotted path.
     """
 
     def __init__(self, **options: Any) -> None:
