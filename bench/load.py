@@ -217,6 +217,7 @@ def run(
     sink: SpanSink,
     hanging: HangingEndpoint,
     overrides: dict[str, str] | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """One run of ``mode``; ``overrides``: environment of this mode's producer and workers (variants)."""
     namespace = f"otel-load-{uuid.uuid4().hex[:8]}"
@@ -289,7 +290,7 @@ def run(
                 rss_early = {pid: rss_kib(pid) for pid in children(process.pid)}
                 cpu_early = {pid: cpu_seconds(pid) for pid in rss_early}
                 if args.profile:
-                    profilers = start_profilers(args, mode, list(rss_early))
+                    profilers = start_profilers(args, name or mode, list(rss_early))
                 redis_cpu_early = redis_cpu_seconds(client)
         elapsed = time.perf_counter() - started
         rss_end = {pid: rss_kib(pid) for pid in children(process.pid)}
@@ -310,12 +311,16 @@ def run(
         log_lines = log.read().decode(errors="replace").splitlines()
         log.close()
     spans = sink.take_counts()  # the workers have exited: their shutdown flush is in
+    # CPU each worker process had used when it stopped (after its flush), written by bench/load_app.py.
+    cpu_exit = {int(pid): float(value) for pid, value in client.hgetall(f"{namespace}:cpu").items()}
+    worker_cpu_to_exit = sum(cpu_exit[pid] - cpu for pid, cpu in cpu_early.items() if pid in cpu_exit)
     sampled = "OTEL_TRACES_SAMPLER" in env
     leaks = int(client.get(f"{namespace}:leaks") or 0)
     for key in client.scan_iter(match=f"{namespace}*"):
         client.delete(key)
     if args.broker == "rabbitmq":
         subprocess.run([sys.executable, "-c", _DELETE_QUEUES, namespace], check=False)
+    counted = max(done - done_at_start, 1)
     growth = max((rss_end.get(pid, 0) - kib for pid, kib in rss_early.items()), default=0)
     return {
         "mode": mode,
@@ -331,13 +336,16 @@ def run(
         "rss_growth_kib": growth,
         "worker_log_lines": len(log_lines),  # e.g. the exporter's warnings in the fault modes
         # CPU the worker processes and the Redis server spent per message over the same window.
-        "worker_cpu_us_per_message": round(worker_cpu / max(done - done_at_start, 1) * 1e6, 1),
-        "redis_cpu_us_per_message": round(redis_cpu / max(done - done_at_start, 1) * 1e6, 1),
+        "worker_cpu_us_per_message": round(worker_cpu / counted * 1e6, 1),
+        # The same up to the workers' exit: spans still queued at the end are encoded and sent then.
+        "worker_cpu_to_exit_us_per_message": round(worker_cpu_to_exit / counted * 1e6, 1),
+        "redis_cpu_us_per_message": round(redis_cpu / counted * 1e6, 1),
     }
 
 
 def start_profilers(args: argparse.Namespace, mode: str, pids: list[int]) -> list[subprocess.Popen[bytes]]:
-    """``py-spy record`` of each worker process (every thread, CPU only) for ``--profile-seconds``.
+    """``py-spy record --gil`` of each worker process for ``--profile-seconds``: the thread holding the
+    GIL (a worker process is bound by it), wherever it is, export threads included.
 
     Raw (collapsed) stacks go to ``<profile dir>/<mode>-<pid>.txt``; ``bench/profile_breakdown.py``
     sorts them into categories.
@@ -356,6 +364,8 @@ def start_profilers(args: argparse.Namespace, mode: str, pids: list[int]) -> lis
                 "--rate",
                 "250",
                 "--nonblocking",
+                "--gil",
+                "--full-filenames",
                 "--threads",
                 "--format",
                 "raw",
@@ -497,7 +507,7 @@ def main() -> int:
     for round_index in range(args.rounds):  # alternate the order: no mode always runs first
         for mode in modes if round_index % 2 == 0 else modes[::-1]:
             if mode in variants:
-                result = run("instrumented", args, sink, hanging, variants[mode])
+                result = run("instrumented", args, sink, hanging, variants[mode], mode)
                 result["mode"] = mode
             else:
                 result = run(mode, args, sink, hanging)
@@ -512,7 +522,7 @@ def main() -> int:
     print(f"{header}, {args.rounds} round(s)")
     print(
         "| mode | processed | s | msg/s | send spans | process spans | leaks | worker RSS growth "
-        "| worker CPU µs/msg | Redis CPU µs/msg | metric exports |"
+        "| worker CPU µs/msg (drain / to exit) | Redis CPU µs/msg | metric exports |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
@@ -520,7 +530,8 @@ def main() -> int:
         print(
             f"| {r['mode']} | {r['processed']:,} | {r['seconds']} | {r['throughput']:,} "
             f"| {r['send_spans']:,} | {r['process_spans']:,} | {r['context_leaks']} | {growth:.1f} MiB "
-            f"| {r['worker_cpu_us_per_message']} | {r['redis_cpu_us_per_message']} | {r['metric_requests']} |"
+            f"| {r['worker_cpu_us_per_message']} / {r['worker_cpu_to_exit_us_per_message']} "
+            f"| {r['redis_cpu_us_per_message']} | {r['metric_requests']} |"
         )
     for mode in modes[1:]:
         if mode not in FAULT_MODES:

@@ -12,6 +12,7 @@ one ``INCR`` of a leak counter when the trace context seen by the actor is not t
 from __future__ import annotations
 
 import os
+import time
 
 import dramatiq
 import redis
@@ -38,6 +39,20 @@ if os.environ.get("LOAD_MINIMAL") == "1":  # the reference mode: bare span calls
     broker.middleware.insert(0, MinimalMiddleware(trace.get_tracer("bench.minimal"), attributes=attributes))
 dramatiq.set_broker(broker)
 bookkeeping = redis.Redis.from_url(REDIS_URL)
+
+
+class CpuAtExit(dramatiq.Middleware):  # type: ignore[misc]
+    """Writes the worker process's CPU time to Redis when it stops, after every other shutdown hook.
+
+    First in the list, so its after-hooks run last: after the instrumentation's flush of the spans
+    still queued, whose encoding and export then count in the CPU per message ``bench/load.py`` reports.
+    """
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        bookkeeping.hset(f"{NAMESPACE}:cpu", str(os.getpid()), repr(time.process_time()))
+
+
+broker.middleware.insert(0, CpuAtExit())
 
 
 def own_context(span: trace.Span, sent_by: list[str]) -> bool:

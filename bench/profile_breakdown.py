@@ -6,7 +6,8 @@ Run::
     .venv/bin/python bench/load.py --messages 30000 --profile /tmp/prof [--sampler-ratio 0.1]
     .venv/bin/python bench/profile_breakdown.py /tmp/prof/instrumented-*.txt [--cpu-us 850]
 
-Each sample (a stack of one running thread) goes to the first category below that has a frame in
+Samples are of the thread holding the GIL (``py-spy record --gil``); a worker process is bound by it.
+Each sample goes to the first category below that has a frame in
 it, so a histogram record made from one of our hooks counts as *metrics*, and what our hooks do
 themselves (the frames left) as *our hooks*. With ``--cpu-us`` (the run's worker CPU per message,
 printed by ``bench/load.py``) shares are also given in µs per message.
@@ -22,34 +23,33 @@ from pathlib import Path
 
 #: (category, pattern matched against a frame's "function (file:line)"), first match wins.
 CATEGORIES: list[tuple[str, str]] = [
-    ("metrics: exemplars", r"/sdk/metrics/_internal/exemplar/"),
+    ("metrics: exemplars", r"opentelemetry/sdk/metrics/_internal/exemplar/"),
     (
         "metrics: export (collect, encode, send)",
-        r"PeriodicExportingMetricReader|/exporter/otlp/proto/\w+/metric_exporter|_ticker|/sdk/metrics/_internal/export/",
+        r"PeriodicExportingMetricReader|metric_exporter|opentelemetry/sdk/metrics/_internal/export/",
     ),
-    ("metrics: recording (SDK)", r"/sdk/metrics/"),
-    ("spans: OTLP encoding", r"/exporter/otlp/proto/common/|_encode_|SerializeToString"),
+    ("metrics: recording (SDK)", r"opentelemetry/sdk/metrics/"),
+    ("metrics: our counters (Tally)", r"opentelemetry_instrumentation_dramatiq_cfg/metrics.py"),
+    ("spans: OTLP encoding", r"opentelemetry/exporter/otlp/proto/common/|SerializeToString"),
+    ("spans: OTLP transport (HTTP/gRPC)", r"(^|[(/])(requests|urllib3|http|grpc)/|opentelemetry/exporter/"),
     (
-        "spans: OTLP transport (HTTP/gRPC)",
-        r"/requests/|/urllib3/|/http/client|/grpc/|/exporter/otlp/proto/(http|grpc)/",
+        "spans: batch processor (queue, export thread)",
+        r"opentelemetry/sdk/trace/export/|opentelemetry/sdk/_shared_internal/",
     ),
-    ("spans: batch processor (queue, export thread)", r"/sdk/trace/export/|/sdk/_shared_internal/"),
-    ("spans: attributes", r"/opentelemetry/attributes/"),
-    ("spans: SDK span start/end", r"/opentelemetry/sdk/trace/"),
+    ("spans: attributes", r"opentelemetry/attributes/"),
+    ("spans: SDK span start/end (sampler, ids)", r"opentelemetry/sdk/trace/"),
     (
         "context propagation (inject/extract)",
-        r"/propagators/|/trace/propagation/|/opentelemetry/propagate/|/baggage/",
+        r"opentelemetry/(propagators|propagate|baggage)/|opentelemetry/trace/propagation/",
     ),
-    ("context attach/detach", r"/opentelemetry/context/"),
-    (
-        "API (get_tracer, get_current_span)",
-        r"/opentelemetry/trace/|/opentelemetry/metrics/|/opentelemetry/instrumentation/",
-    ),
+    ("context attach/detach", r"opentelemetry/context/"),
+    ("API (get_current_span, get_tracer)", r"opentelemetry/(trace|metrics|instrumentation)/"),
     ("our hooks (own code)", r"opentelemetry_instrumentation_dramatiq_cfg/"),
-    ("logging", r"/logging/"),
-    ("actor + bookkeeping (redis-py)", r"/redis/|load_app"),
-    ("dramatiq (consumer, worker, broker)", r"/dramatiq/"),
+    ("logging", r"logging/"),
+    ("Redis client (broker fetch/ack, actor bookkeeping)", r"(^|[(/])redis/"),
+    ("dramatiq (consumer, worker threads, message decode)", r"(^|[(/])dramatiq/|load_app"),
 ]
+OTHER = "other (threads waiting, interpreter start-up)"
 _compiled = [(name, re.compile(pattern)) for name, pattern in CATEGORIES]
 
 
@@ -58,7 +58,7 @@ def categorize(stack: str) -> str:
     for name, pattern in _compiled:
         if any(pattern.search(frame) for frame in frames):
             return name
-    return "other (interpreter, threading, json)"
+    return OTHER
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{total:,} samples from {len(args.files)} file(s)")
     print(header)
     print("|---|---:|" + ("---:|" if args.cpu_us else ""))
-    order = [name for name, _ in CATEGORIES] + ["other (interpreter, threading, json)"]
+    order = [name for name, _ in CATEGORIES] + [OTHER]
     for name in order:
         share = counts[name] / total
         cell = f" {share * args.cpu_us:.0f} |" if args.cpu_us else ""
