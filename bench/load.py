@@ -241,6 +241,9 @@ def run(
         **(dict(args.env) if instrumented else {}),
         **(overrides or {}),
     }
+    grpc = env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    if grpc and "OTEL_EXPORTER_OTLP_ENDPOINT" not in (overrides or {}):
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.grpc_endpoint  # a variant that switches to gRPC
     if mode == "minimal":
         env.update(LOAD_MINIMAL="1", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="dramatiq")
         env["LOAD_MINIMAL_ATTRIBUTES"] = "1" if args.reference_attributes else "0"
