@@ -300,16 +300,16 @@ def run(
         worker_cpu = sum(cpu_seconds(pid) - cpu for pid, cpu in cpu_early.items())
         redis_cpu = redis_cpu_seconds(client) - redis_cpu_early
     finally:
-        for profiler in profilers:  # py-spy writes its profile when its --duration is over
-            try:
-                profiler.wait(timeout=args.profile_seconds + 30)
-            except subprocess.TimeoutExpired:
-                profiler.kill()
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+        for profiler in profilers:  # py-spy writes its profile when the worker exits
+            try:
+                profiler.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
         log.seek(0)
         log_lines = log.read().decode(errors="replace").splitlines()
         log.close()
@@ -347,8 +347,9 @@ def run(
 
 
 def start_profilers(args: argparse.Namespace, mode: str, pids: list[int]) -> list[subprocess.Popen[bytes]]:
-    """``py-spy record --gil`` of each worker process for ``--profile-seconds``: the thread holding the
-    GIL (a worker process is bound by it), wherever it is, export threads included.
+    """``py-spy record --gil`` of each worker process from now until it exits (its shutdown flush
+    included, like the CPU per message to exit): the thread holding the GIL (a worker process is
+    bound by it), wherever it is, export threads included.
 
     Raw (collapsed) stacks go to ``<profile dir>/<mode>-<pid>.txt``; ``bench/profile_breakdown.py``
     sorts them into categories.
@@ -362,8 +363,6 @@ def start_profilers(args: argparse.Namespace, mode: str, pids: list[int]) -> lis
                 "record",
                 "--pid",
                 str(pid),
-                "--duration",
-                str(args.profile_seconds),
                 "--rate",
                 "250",
                 "--nonblocking",
@@ -452,7 +451,6 @@ def main() -> int:
         metavar="DIR",
         help="py-spy record every worker process of each run once 10%% are done (pip install py-spy)",
     )
-    parser.add_argument("--profile-seconds", type=int, default=5, help="with --profile (5)")
     parser.add_argument("--protocol", choices=["http/protobuf", "grpc"], default="http/protobuf")
     parser.add_argument("--compression", choices=["none", "gzip"], default="none")
     parser.add_argument(
