@@ -236,8 +236,9 @@ def run(
         "OTEL_METRIC_EXPORT_INTERVAL": str(args.metric_export_interval),
         "OTEL_EXPORTER_OTLP_PROTOCOL": args.protocol,
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink.grpc_endpoint if args.protocol == "grpc" else sink.endpoint,
-        "OTEL_EXPORTER_OTLP_COMPRESSION": args.compression,
         "OTEL_BSP_MAX_QUEUE_SIZE": str(max(2048, args.messages * 2)),
+        # Not set for "none": the gRPC exporter refuses that value (no compression is its default).
+        **({"OTEL_EXPORTER_OTLP_COMPRESSION": args.compression} if args.compression != "none" else {}),
         **(dict(args.env) if instrumented else {}),
         **(overrides or {}),
     }
