@@ -5,12 +5,14 @@ Configured by environment variables (set by ``bench/load.py``): ``LOAD_BROKER`` 
 ``LOAD_INSTRUMENTED`` (check the trace context), ``LOAD_MINIMAL`` (add ``bench.minimal``'s middleware),
 ``LOAD_MINIMAL_ATTRIBUTES`` (its spans with this package's attributes).
 Bookkeeping goes to Redis in every case: one ``SADD`` of the message id (processed exactly once?),
-one ``INCR`` of a leak counter when the trace context seen by the actor is not the message's own.
+one ``INCR`` of a leak counter when the trace context seen by the actor is not the message's own
+(sampled or not, see :func:`own_context`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import dramatiq
 import redis
@@ -39,6 +41,38 @@ dramatiq.set_broker(broker)
 bookkeeping = redis.Redis.from_url(REDIS_URL)
 
 
+class CpuAtExit(dramatiq.Middleware):  # type: ignore[misc]
+    """Writes the worker process's CPU time to Redis when it stops, after every other shutdown hook.
+
+    First in the list, so its after-hooks run last: after the instrumentation's flush of the spans
+    still queued, whose encoding and export then count in the CPU per message ``bench/load.py`` reports.
+    """
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        bookkeeping.hset(f"{NAMESPACE}:cpu", str(os.getpid()), repr(time.process_time()))
+
+
+broker.middleware.insert(0, CpuAtExit())
+
+
+def own_context(span: trace.Span, sent_by: list[str]) -> bool:
+    """Whether the current span is this message's process span (``sent_by``: its traceparent fields).
+
+    Sampled: a span whose parent is the message's send span. Not sampled (head sampling): a
+    non-recording span of the message's trace, not sampled, as its traceparent said.
+    """
+    if span.is_recording():
+        parent = getattr(span, "parent", None)
+        return parent is not None and f"{parent.span_id:016x}" == sent_by[2]
+    context = span.get_span_context()
+    return (
+        context.is_valid
+        and f"{context.trace_id:032x}" == sent_by[1]
+        and not context.trace_flags.sampled
+        and not int(sent_by[3], 16) & 1  # the sampled bit of the trace flags (SDKs may set others)
+    )
+
+
 @dramatiq.actor(queue_name=NAMESPACE, max_retries=0)
 def load_task(i: int) -> None:
     message = CurrentMessage.get_current_message()
@@ -46,9 +80,7 @@ def load_task(i: int) -> None:
     pipe.sadd(f"{NAMESPACE}:done", message.message_id)
     if INSTRUMENTED:
         span = trace.get_current_span()
-        parent = getattr(span, "parent", None)
         sent_by = str(message.options.get("traceparent", "")).split("-")
-        # The current span must be this message's process span, child of this message's send span.
-        if parent is None or len(sent_by) < 3 or f"{parent.span_id:016x}" != sent_by[2]:
+        if len(sent_by) != 4 or not own_context(span, sent_by):
             pipe.incr(f"{NAMESPACE}:leaks")
     pipe.execute()

@@ -5,7 +5,8 @@ Used by ``bench/overhead.py`` (per-message cost) and ``bench/load.py --reference
 load) to show what any span-per-message instrumentation costs at least: ``send``/``process`` spans,
 context injected and extracted, the process span current while the actor runs. No metrics, no error
 handling, no outcome, no guard; with ``attributes=True`` the spans carry the attributes this package
-sets on a successful message (same keys, same kinds of values).
+sets on a successful message (same keys, same kinds of values; ``server.address``/``server.port``
+for a Redis broker).
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
     def __init__(self, tracer: trace.Tracer, *, attributes: bool = False) -> None:
         self.tracer = tracer
         self.attributes = attributes
+        self.servers: dict[int, dict[str, Any]] = {}
         self.local = threading.local()  # worker threads process messages concurrently
 
-    def _attributes(self, operation: str, message: Any) -> dict[str, Any] | None:
+    def _attributes(self, operation: str, message: Any, broker: Any) -> dict[str, Any] | None:
         if not self.attributes:
             return None
+        server = self.servers.get(id(broker))
+        if server is None:
+            server = self.servers[id(broker)] = _server(broker)
         attributes: dict[str, Any] = {
+            **server,
             semconv.MESSAGING_SYSTEM: semconv.SYSTEM,
             semconv.MESSAGING_OPERATION_NAME: operation,
             semconv.MESSAGING_DESTINATION_NAME: message.queue_name,
@@ -46,7 +52,7 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         span = self.tracer.start_span(
             f"send {message.queue_name}",
             kind=SpanKind.PRODUCER,
-            attributes=self._attributes(semconv.OPERATION_SEND, message),
+            attributes=self._attributes(semconv.OPERATION_SEND, message, broker),
         )
         self.local.send_span = span
         propagate.inject(message.options, context=trace.set_span_in_context(span))
@@ -59,7 +65,7 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
             f"process {message.queue_name}",
             context=propagate.extract(message.options),
             kind=SpanKind.CONSUMER,
-            attributes=self._attributes(semconv.OPERATION_PROCESS, message),
+            attributes=self._attributes(semconv.OPERATION_PROCESS, message, broker),
         )
         self.local.process_span = span
         self.local.token = otel_context.attach(trace.set_span_in_context(span))
@@ -78,3 +84,13 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         flush = getattr(trace.get_tracer_provider(), "force_flush", None)
         if flush is not None:
             flush()
+
+
+def _server(broker: Any) -> dict[str, Any]:
+    """``server.address``/``server.port`` of a Redis broker (none for others)."""
+    pool = getattr(getattr(broker, "client", None), "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", {})
+    host, port = kwargs.get("host"), kwargs.get("port")
+    if isinstance(host, str) and isinstance(port, int):
+        return {semconv.SERVER_ADDRESS: host, semconv.SERVER_PORT: port}
+    return {}

@@ -34,6 +34,12 @@ Rows
 * ``sdk metrics``: an SDK ``MeterProvider`` with an ``InMemoryMetricReader`` (never collected while
   timing); ``traces_enabled=False``;
 * ``sdk spans+metrics``: both;
+* ``sdk metrics, guide set`` / ``semconv set``: ``sdk metrics`` with ``metrics_set="guide"`` (the
+  guide's two per-message series) / ``"semconv"`` (the four messaging metrics): what each family costs;
+* ``sdk spans 10% sampled`` / ``sdk spans+metrics 10% sampled`` (``, guide set``): the same with the
+  tracer provider's sampler ``ParentBased(TraceIdRatioBased(0.1))``, what
+  ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` and ``OTEL_TRACES_SAMPLER_ARG=0.1`` configure: nine
+  messages in ten are not sampled (their context still travels), metrics are complete;
 * ``no signals``: instrumented with ``traces_enabled=False, metrics_enabled=False``: what is left is
   the middleware's own machinery (hook dispatch, the enqueue wrapper, bookkeeping) and the
   propagation of the current context;
@@ -75,7 +81,8 @@ what the hand-written calls cost in a tight loop.
 
 Targets: ``sdk spans`` added ≤ 1.3 x ``floor spans``, for enqueue and for process; ``sdk
 spans+metrics`` added ≤ 1.3 x ``floor spans+metrics`` (each part is printed either way); ``api``
-added ≤ 5 µs per message, for enqueue and for process (their sum is printed too).
+added ≤ 5 µs per message, for enqueue and for process (their sum is printed too); ``sdk
+spans+metrics 10% sampled`` added ≤ 0.35 x ``sdk spans+metrics`` added (enqueue + process).
 """
 
 from __future__ import annotations
@@ -103,6 +110,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 
 from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor, semconv
@@ -117,9 +125,15 @@ WARMUP = 300
 CHUNK = 1_000
 RATIO_TARGET = 1.3
 API_TARGET_US = 5.0
+SAMPLER_RATIO = 0.1
+SAMPLED_TARGET = 0.35  # 10% sampled: added cost at most this fraction of the full-sampling cost
 
 # Public since Dramatiq 2.0; Dramatiq 1.x only has the underscored name.
 _WorkerThread = getattr(dramatiq.worker, "WorkerThread", None) or dramatiq.worker._WorkerThread
+
+#: The clock rows are timed with: wall time, or with ``--cpu-time`` this thread's CPU time (which other
+#: processes competing for the cores do not inflate; everything timed runs on this thread).
+CLOCK: Callable[[], float] = time.perf_counter
 
 Phases = tuple[float, float]  # seconds per message: (enqueue, process)
 
@@ -149,9 +163,9 @@ def _timed(work: Callable[[Sequence[Any]], None], items: Sequence[Any], flush: C
     for chunk in _chunks(items):
         gc.disable()
         try:
-            start = time.perf_counter()
+            start = CLOCK()
             work(chunk)
-            total += time.perf_counter() - start
+            total += CLOCK() - start
         finally:
             gc.enable()
         flush()
@@ -391,8 +405,8 @@ FLOOR_OF = {
 }
 
 
-def build_rows(bsp_defaults: bool) -> list[Row]:
-    tracer_provider = TracerProvider()
+def _tracer_provider(bsp_defaults: bool, **kwargs: Any) -> TracerProvider:
+    tracer_provider = TracerProvider(**kwargs)
     if bsp_defaults:
         processor = BatchSpanProcessor(NoOpSpanExporter())
     else:
@@ -404,6 +418,13 @@ def build_rows(bsp_defaults: bool) -> list[Row]:
             schedule_delay_millis=3_600_000,
         )
     tracer_provider.add_span_processor(processor)
+    return tracer_provider
+
+
+def build_rows(bsp_defaults: bool) -> list[Row]:
+    tracer_provider = _tracer_provider(bsp_defaults)
+    # What OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.1 configures.
+    sampled_provider = _tracer_provider(bsp_defaults, sampler=ParentBased(TraceIdRatioBased(SAMPLER_RATIO)))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     floor_meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     floor_tracer = tracer_provider.get_tracer("bench.floor")
@@ -411,6 +432,7 @@ def build_rows(bsp_defaults: bool) -> list[Row]:
 
     def flush() -> None:
         tracer_provider.force_flush()
+        sampled_provider.force_flush()
 
     instrumentor = DramatiqInstrumentor()
 
@@ -433,6 +455,33 @@ def build_rows(bsp_defaults: bool) -> list[Row]:
             "sdk spans+metrics",
             "dramatiq",
             instrumented(tracer_provider=tracer_provider, meter_provider=meter_provider),
+        ),
+        Row(
+            "sdk metrics, guide set",
+            "dramatiq",
+            instrumented(meter_provider=meter_provider, traces_enabled=False, metrics_set="guide"),
+        ),
+        Row(
+            "sdk metrics, semconv set",
+            "dramatiq",
+            instrumented(meter_provider=meter_provider, traces_enabled=False, metrics_set="semconv"),
+        ),
+        Row(
+            "sdk spans 10% sampled",
+            "dramatiq",
+            instrumented(tracer_provider=sampled_provider, metrics_enabled=False),
+        ),
+        Row(
+            "sdk spans+metrics 10% sampled",
+            "dramatiq",
+            instrumented(tracer_provider=sampled_provider, meter_provider=meter_provider),
+        ),
+        Row(
+            "sdk spans+metrics 10% sampled, guide set",
+            "dramatiq",
+            instrumented(
+                tracer_provider=sampled_provider, meter_provider=meter_provider, metrics_set="guide"
+            ),
         ),
         Row("no signals", "dramatiq", instrumented(traces_enabled=False, metrics_enabled=False)),
         Row("minimal middleware", "dramatiq", lambda n: run_dramatiq(n, flush, MinimalMiddleware(minimal))),
@@ -511,6 +560,13 @@ def measure(
         return bool(results[name][phase]["ratio"] <= RATIO_TARGET)
 
     api = results["api"]
+    full = results["sdk spans+metrics"]
+    sampled = results["sdk spans+metrics 10% sampled"]
+    sampled_fraction = round(
+        (sampled["enqueue"]["added_us"] + sampled["process"]["added_us"])
+        / (full["enqueue"]["added_us"] + full["process"]["added_us"]),
+        3,
+    )
     targets = {
         "sdk spans, enqueue: added <= 1.3x floor spans": ratio_met("sdk spans", "enqueue"),
         "sdk spans, process: added <= 1.3x floor spans": ratio_met("sdk spans", "process"),
@@ -522,12 +578,14 @@ def measure(
         ),
         "api, enqueue: added <= 5 us": bool(api["enqueue"]["added_us"] <= API_TARGET_US),
         "api, process: added <= 5 us": bool(api["process"]["added_us"] <= API_TARGET_US),
+        "spans+metrics 10% sampled: added <= 0.35x full sampling": bool(sampled_fraction <= SAMPLED_TARGET),
     }
     return {
         "messages": messages,
         "rounds": rounds,
         "chunk": CHUNK,
         "bsp_defaults": bsp_defaults,
+        "clock": "thread CPU time" if CLOCK is time.thread_time else "wall time",
         "seconds": round(time.perf_counter() - started, 1),
         "environment": {
             "python": platform.python_version(),
@@ -539,6 +597,7 @@ def measure(
         },
         "results": results,
         "api_added_total_us": round(api["enqueue"]["added_us"] + api["process"]["added_us"], 3),
+        "sampled_fraction_of_full": sampled_fraction,
         "targets": targets,
     }
 
@@ -559,7 +618,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"{report['messages']:,} messages x {report['rounds']} rounds (median); Python {env['python']}, "
         f"Dramatiq {env['dramatiq']}, OpenTelemetry SDK {env['opentelemetry_sdk']}, {env['cpus']} CPUs; "
-        f"{report['seconds']:.0f} s",
+        f"{report['seconds']:.0f} s; {report['clock']}",
     ]
     for phase in ("enqueue", "process"):
         lines += [
@@ -577,6 +636,10 @@ def render(report: dict[str, Any]) -> str:
     for target, met in report["targets"].items():
         lines.append(f"- {target}: {'met' if met else 'NOT met'}")
     lines.append(f"- (api, enqueue + process: {report['api_added_total_us']:.1f} µs added per message)")
+    lines.append(
+        "- (spans+metrics 10% sampled / full sampling, enqueue + process added: "
+        f"{report['sampled_fraction_of_full']:.2f})"
+    )
     spans = results["sdk spans"]
     lines.append(
         "- (sdk spans added / minimal middleware added: "
@@ -603,7 +666,15 @@ def main(argv: list[str] | None = None) -> int:
         help="BatchSpanProcessor with its default sizes: its export thread runs while timing",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with this thread's CPU time instead of wall time (for a machine other work shares)",
+    )
     args = parser.parse_args(argv)
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.thread_time
     messages, rounds = (2_000, 3) if args.quick else (args.messages, args.rounds)
     if messages <= 0 or rounds <= 0:
         parser.error("--messages and --rounds must be positive")

@@ -43,6 +43,9 @@ variable (see :mod:`.config` for details and accepted values).
   :mod:`.hooks`).
 * ``traces_enabled`` / ``metrics_enabled`` (``..._TRACES_ENABLED`` / ``..._METRICS_ENABLED``): turn
   either signal off.
+* ``metrics_set`` (``OTEL_PYTHON_DRAMATIQ_METRICS_SET``, default ``all``): ``guide`` records only
+  ``dramatiq.tasks`` and ``dramatiq.task.duration``, ``semconv`` only the messaging semantic-convention
+  metrics, for a lighter cost per message.
 * ``queue_metrics_enabled`` / ``queue_metrics_interval`` (``..._QUEUE_METRICS_ENABLED`` /
   ``..._QUEUE_METRICS_INTERVAL``, default 10 s): the queue-state gauges and how often they read the
   broker.

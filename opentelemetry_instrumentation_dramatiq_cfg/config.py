@@ -20,6 +20,7 @@ Option (keyword argument)                         Environment variable          
 ``completion_hooks`` (callables or dotted paths)  ``OTEL_PYTHON_DRAMATIQ_COMPLETION_HOOKS``  none
 ``traces_enabled`` (bool)                         ``OTEL_PYTHON_DRAMATIQ_TRACES_ENABLED``   true
 ``metrics_enabled`` (bool)                        ``OTEL_PYTHON_DRAMATIQ_METRICS_ENABLED``  true
+``metrics_set`` (all, guide, semconv)              ``OTEL_PYTHON_DRAMATIQ_METRICS_SET``      all
 ``queue_metrics_enabled`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED``  true
 ``queue_metrics_interval`` (seconds, >= 0)        ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL``  10
 ================================================  =====================================  =========
@@ -27,6 +28,10 @@ Option (keyword argument)                         Environment variable          
 ``failure_hooks`` and ``completion_hooks`` are called as ``hook(outcome)`` with a
 :class:`~opentelemetry_instrumentation_dramatiq_cfg.hooks.TaskOutcome`: the first once per message
 that fails for good, the second once per processed attempt (see :mod:`.hooks`).
+
+``metrics_set`` chooses the per-message instruments: ``all`` (both families), ``guide`` (only
+``dramatiq.tasks`` and ``dramatiq.task.duration``, the monitoring guide's series) or ``semconv`` (only
+the messaging semantic-convention metrics); the queue-state gauges follow ``queue_metrics_enabled``.
 
 Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
 """
@@ -57,6 +62,12 @@ ENV_PREFIX: Final = "OTEL_PYTHON_DRAMATIQ_"
 DEFAULT_CAPTURE_ARGS_MAX_LENGTH: Final = 1024
 DEFAULT_QUEUE_METRICS_INTERVAL: Final = 10.0
 
+#: ``metrics_set`` values: both metric families, the guide's series only, the semantic conventions only.
+METRICS_ALL: Final = "all"
+METRICS_GUIDE: Final = "guide"
+METRICS_SEMCONV: Final = "semconv"
+METRICS_SETS: Final = (METRICS_ALL, METRICS_GUIDE, METRICS_SEMCONV)
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -78,6 +89,7 @@ class Options:
     completion_hooks: tuple[TaskHook, ...] = ()
     traces_enabled: bool = True
     metrics_enabled: bool = True
+    metrics_set: str = METRICS_ALL
     queue_metrics_enabled: bool = True
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
 
@@ -98,6 +110,7 @@ class Options:
         completion_hooks: Iterable[TaskHook | str] | str | None = None,
         traces_enabled: bool | None = None,
         metrics_enabled: bool | None = None,
+        metrics_set: str | None = None,
         queue_metrics_enabled: bool | None = None,
         queue_metrics_interval: float | None = None,
     ) -> Options:
@@ -121,6 +134,7 @@ class Options:
             completion_hooks=_hooks("completion_hooks", completion_hooks),
             traces_enabled=_flag("traces_enabled", traces_enabled, default=True),
             metrics_enabled=_flag("metrics_enabled", metrics_enabled, default=True),
+            metrics_set=_choice("metrics_set", metrics_set, METRICS_SETS),
             queue_metrics_enabled=_flag("queue_metrics_enabled", queue_metrics_enabled, default=True),
             queue_metrics_interval=_seconds("queue_metrics_interval", queue_metrics_interval),
         )
@@ -144,6 +158,21 @@ def _flag(option: str, value: bool | None, *, default: bool) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(f"{_env_name(option)} must be true or false, got {raw!r}")
+
+
+def _choice(option: str, value: str | None, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default), case-insensitive in the environment variable."""
+    if value is not None:
+        if value not in choices:
+            raise ValueError(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+        return value
+    raw = os.environ.get(_env_name(option))
+    if raw is None or not raw.strip():
+        return choices[0]
+    text = raw.strip().lower()
+    if text not in choices:
+        raise ValueError(f"{_env_name(option)} must be one of {', '.join(choices)}; got {raw!r}")
+    return text
 
 
 def _seconds(option: str, value: float | None) -> float:

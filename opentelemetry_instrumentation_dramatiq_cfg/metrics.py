@@ -10,6 +10,10 @@ Two families are recorded from the same hooks:
   ``dramatiq_task_duration_seconds{task_name}``, plus queue wait time, messages in flight, retries
   and dead-lettered messages.
 
+The ``metrics_set`` option keeps only one family (``guide``: ``dramatiq.tasks`` and
+``dramatiq.task.duration``; ``semconv``: the four messaging metrics); the default records both and the
+guide-style extras.
+
 Attributes are actor and queue names only (bounded cardinality), never ids or arguments.
 
 Counts are kept in this process by :class:`Tally` and reported through observable instruments: the
@@ -33,6 +37,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, Observation, get_meter
 
 from . import semconv
+from .config import METRICS_ALL, METRICS_GUIDE, METRICS_SEMCONV, METRICS_SETS
 from .version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -79,98 +84,129 @@ if hasattr(os, "register_at_fork"):
 
 @dataclass(frozen=True)
 class Instruments:
-    send_duration: Histogram
-    sent_messages: Tally
-    process_duration: Histogram
-    consumed_messages: Tally
-    tasks: Tally
-    task_duration: Histogram
-    queue_wait: Histogram
-    in_flight: Tally
-    retries: Tally
-    dead_lettered: Tally
+    """The per-message instruments of one meter provider; ``None`` where ``metrics_set`` leaves one out."""
+
+    send_duration: Histogram | None
+    sent_messages: Tally | None
+    process_duration: Histogram | None
+    consumed_messages: Tally | None
+    tasks: Tally | None
+    task_duration: Histogram | None
+    queue_wait: Histogram | None
+    in_flight: Tally | None
+    retries: Tally | None
+    dead_lettered: Tally | None
 
 
 _lock = threading.Lock()
-_by_provider: dict[int, tuple[MeterProvider | None, Instruments]] = {}
+_by_provider: dict[tuple[int, str], tuple[MeterProvider | None, Instruments]] = {}
 
 
-def instruments_for(meter_provider: MeterProvider | None) -> Instruments:
-    """The instruments of ``meter_provider`` (``None``: the global one), created on first use."""
-    key = id(meter_provider)
+def instruments_for(meter_provider: MeterProvider | None, metrics_set: str = METRICS_ALL) -> Instruments:
+    """The instruments of ``meter_provider`` (``None``: the global one), created on first use.
+
+    ``metrics_set`` (see :mod:`.config`): ``all``, ``guide`` (``dramatiq.tasks`` and
+    ``dramatiq.task.duration`` only) or ``semconv`` (the messaging semantic-convention metrics only).
+    """
+    if metrics_set not in METRICS_SETS:
+        raise ValueError(f"metrics_set must be one of {', '.join(METRICS_SETS)}; got {metrics_set!r}")
+    key = (id(meter_provider), metrics_set)
     with _lock:
         cached = _by_provider.get(key)
         if cached is None or cached[0] is not meter_provider:
-            cached = (meter_provider, _create(meter_provider))
+            cached = (meter_provider, _create(meter_provider, metrics_set))
             _by_provider[key] = cached
         return cached[1]
 
 
-def _create(meter_provider: MeterProvider | None) -> Instruments:
+def _create(meter_provider: MeterProvider | None, metrics_set: str) -> Instruments:
     meter = get_meter(__name__, __version__, meter_provider)
     buckets = list(semconv.DURATION_BUCKETS)
+    semconv_on = metrics_set in (METRICS_ALL, METRICS_SEMCONV)
+    guide_on = metrics_set in (METRICS_ALL, METRICS_GUIDE)
+    extras_on = metrics_set == METRICS_ALL
     return Instruments(
         send_duration=meter.create_histogram(
             semconv.MESSAGING_CLIENT_OPERATION_DURATION,
             unit="s",
             description="Duration of the send operation (enqueue) of a Dramatiq message.",
             explicit_bucket_boundaries_advisory=buckets,
-        ),
+        )
+        if semconv_on
+        else None,
         sent_messages=_counter(
             meter,
             semconv.MESSAGING_CLIENT_SENT_MESSAGES,
             unit="{message}",
             description="Number of messages the producer attempted to send.",
-        ),
+        )
+        if semconv_on
+        else None,
         process_duration=meter.create_histogram(
             semconv.MESSAGING_PROCESS_DURATION,
             unit="s",
             description="Duration of processing one Dramatiq message, middleware included.",
             explicit_bucket_boundaries_advisory=buckets,
-        ),
+        )
+        if semconv_on
+        else None,
         consumed_messages=_counter(
             meter,
             semconv.MESSAGING_CLIENT_CONSUMED_MESSAGES,
             unit="{message}",
             description="Number of messages delivered to a Dramatiq worker.",
-        ),
+        )
+        if semconv_on
+        else None,
         tasks=_counter(
             meter,
             semconv.METRIC_TASKS,
             unit="",
             description="Tasks processed, by actor and status (success, failure, retry, skipped).",
-        ),
+        )
+        if guide_on
+        else None,
         task_duration=meter.create_histogram(
             semconv.METRIC_TASK_DURATION,
             unit="s",
             description="Run time of a task, by actor.",
             explicit_bucket_boundaries_advisory=buckets,
-        ),
+        )
+        if guide_on
+        else None,
         queue_wait=meter.create_histogram(
             semconv.METRIC_QUEUE_WAIT,
             unit="s",
             description="Time from a message being due (enqueued, or its eta) to the start of processing.",
             explicit_bucket_boundaries_advisory=buckets,
-        ),
+        )
+        if extras_on
+        else None,
         in_flight=_counter(
             meter,
             semconv.METRIC_IN_FLIGHT,
             up_down=True,
             unit="{message}",
             description="Messages being processed by this worker process.",
-        ),
+        )
+        if extras_on
+        else None,
         retries=_counter(
             meter,
             semconv.METRIC_RETRIES,
             unit="{retry}",
             description="Failed attempts that will be retried.",
-        ),
+        )
+        if extras_on
+        else None,
         dead_lettered=_counter(
             meter,
             semconv.METRIC_DEAD_LETTERED,
             unit="{message}",
             description="Messages failed for good and moved to the dead-letter queue.",
-        ),
+        )
+        if extras_on
+        else None,
     )
 
 

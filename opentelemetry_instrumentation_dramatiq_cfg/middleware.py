@@ -35,7 +35,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_PYTHON_METER_PROVIDER, OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.metrics import get_meter_provider
+from opentelemetry.metrics import Histogram, get_meter_provider
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from . import hooks, processes, propagation, semconv, shutdown
@@ -73,7 +73,7 @@ MAX_CACHED_QUEUES = 1024
 
 @dataclass(frozen=True, slots=True)
 class _Queue:
-    """What the hooks derive from a queue name, built once per queue instead of once per message.
+    """What the hooks derive from a broker's queue name, built once per queue instead of per message.
 
     The dicts are shared by every message of the queue: they are passed to the SDK, never mutated.
     """
@@ -82,21 +82,56 @@ class _Queue:
     excluded: bool
     send_span_name: str
     process_span_name: str
-    send_attributes: dict[str, Any]
+    send_attributes: dict[str, Any]  # of the semantic-convention metrics
     process_attributes: dict[str, Any]
+    # The span attributes a sampler may read: given at span start, the others only if it records.
+    send_start: dict[str, Any]
+    process_start: dict[str, Any]
     label: dict[str, Any]  # the guide's ``queue_name`` label
 
     @classmethod
-    def build(cls, queue_name: str, excluded_queues: frozenset[str]) -> _Queue:
+    def build(cls, queue_name: str, excluded_queues: frozenset[str], server: dict[str, Any]) -> _Queue:
         name = q_name(queue_name)
+        send_attributes = _metric_attributes(semconv.OPERATION_SEND, name)
+        process_attributes = _metric_attributes(semconv.OPERATION_PROCESS, name)
         return cls(
             name=name,
             excluded=name in excluded_queues,
             send_span_name=semconv.span_name(semconv.OPERATION_SEND, name),
             process_span_name=semconv.span_name(semconv.OPERATION_PROCESS, name),
-            send_attributes=_metric_attributes(semconv.OPERATION_SEND, name),
-            process_attributes=_metric_attributes(semconv.OPERATION_PROCESS, name),
+            send_attributes=send_attributes,
+            process_attributes=process_attributes,
+            send_start={
+                **send_attributes,
+                semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_SEND,
+                **server,
+            },
+            process_start={
+                **process_attributes,
+                semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_PROCESS,
+                **server,
+            },
             label={semconv.LABEL_QUEUE_NAME: name},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """The metric attribute sets of one actor on one queue, built once instead of per message."""
+
+    label: dict[str, Any]  # ``task_name``
+    by_status: dict[str, dict[str, Any]]  # ``task_name``, ``status`` for each outcome
+    with_queue: dict[str, Any]  # ``task_name``, ``queue_name``
+
+    @classmethod
+    def build(cls, actor_name: str, queue_name: str) -> _Task:
+        label = {semconv.LABEL_TASK_NAME: actor_name}
+        return cls(
+            label=label,
+            by_status={
+                outcome: {**label, semconv.LABEL_STATUS: status} for outcome, status in _STATUS.items()
+            },
+            with_queue={**label, semconv.LABEL_QUEUE_NAME: queue_name},
         )
 
 
@@ -119,6 +154,7 @@ class _Process:
     queue: _Queue
     retries: int
     instruments: Instruments | None
+    task: _Task | None  # with instruments
 
 
 class _ThreadSends(threading.local):
@@ -163,9 +199,9 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
       The keyword arguments of :class:`~opentelemetry_instrumentation_dramatiq_cfg.config.Options`
       (``tracer_provider``, ``meter_provider``, ``excluded_actors``, ``excluded_queues``,
       ``use_links``, ``publish_hook``, ``process_hook``, ``capture_args``,
-      ``capture_args_max_length``, ``traces_enabled``, ``metrics_enabled``); any left out is read
-      from its ``OTEL_PYTHON_DRAMATIQ_*`` environment variable, so the class can be built with no
-      arguments from a dotted path.
+      ``capture_args_max_length``, ``traces_enabled``, ``metrics_enabled``, ``metrics_set``, ...);
+      any left out is read from its ``OTEL_PYTHON_DRAMATIQ_*`` environment variable, so the class
+      can be built with no arguments from a dotted path.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -182,12 +218,15 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             schema_url="https://opentelemetry.io/schemas/1.27.0",
         )
         self._instruments = (
-            instruments_for(self.options.meter_provider) if self.options.metrics_enabled else None
+            instruments_for(self.options.meter_provider, self.options.metrics_set)
+            if self.options.metrics_enabled
+            else None
         )
         self._repr = reprlib.Repr()
         self._repr.maxstring = self._repr.maxother = self.options.capture_args_max_length
         self._server_attributes: dict[int, dict[str, Any]] = {}
-        self._queues: dict[str, _Queue] = {}
+        self._queues: dict[tuple[int, str], _Queue] = {}
+        self._tasks: dict[tuple[str, str], _Task] = {}
         self._excluded_actors = self.options.excluded_actors
         # With global providers and no task hooks, nothing is recorded until an SDK is installed:
         # the hooks then take a fast path (checked per message, so a later SDK is picked up).
@@ -220,7 +259,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             stack = _sends.stack
             if stack and stack[-1].message is message:
                 return  # the broker is retrying the publish of the same message (RabbitMQ reconnect)
-            queue = self._queue(message.queue_name)
+            queue = self._queue(broker, message.queue_name)
             if queue.excluded or message.actor_name in self._excluded_actors:
                 return
             if not is_instrumentation_enabled():
@@ -250,22 +289,24 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         self, broker: Broker, message: Message[Any], queue: _Queue, delay: int | None, reenqueue: bool
     ) -> Span:
         options = message.options
-        attributes = {
-            **queue.send_attributes,
-            semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_SEND,
-            semconv.MESSAGING_MESSAGE_ID: message.message_id,
-            semconv.DRAMATIQ_ACTOR_NAME: message.actor_name,
-            **self._server(broker),
-        }
-        if delay is not None:
-            attributes[semconv.DRAMATIQ_DELAY] = delay
-            attributes[semconv.DRAMATIQ_ETA] = options[DUE_OPTION]
-        if reenqueue:
-            attributes[semconv.DRAMATIQ_REENQUEUE] = True
-            attributes[semconv.DRAMATIQ_RETRY_COUNT] = _int(options.get("retries"))
-        if self.options.capture_args:
-            self._capture_args(attributes, message)
-        span = self._tracer.start_span(queue.send_span_name, kind=SpanKind.PRODUCER, attributes=attributes)
+        # The sampler sees the sampling-relevant attributes; the others are set only if the span records.
+        span = self._tracer.start_span(
+            queue.send_span_name, kind=SpanKind.PRODUCER, attributes=queue.send_start
+        )
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                semconv.MESSAGING_MESSAGE_ID: message.message_id,
+                semconv.DRAMATIQ_ACTOR_NAME: message.actor_name,
+            }
+            if delay is not None:
+                attributes[semconv.DRAMATIQ_DELAY] = delay
+                attributes[semconv.DRAMATIQ_ETA] = options[DUE_OPTION]
+            if reenqueue:
+                attributes[semconv.DRAMATIQ_REENQUEUE] = True
+                attributes[semconv.DRAMATIQ_RETRY_COUNT] = _int(options.get("retries"))
+            if self.options.capture_args:
+                self._capture_args(attributes, message)
+            span.set_attributes(attributes)
         if not reenqueue:
             propagation.inject(options, trace.set_span_in_context(span))
         if self.options.publish_hook is not None:
@@ -297,7 +338,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 _processing.set(None)
             fields = _fields(message)
             actor_name = fields.actor_name
-            queue = self._queue(fields.queue_name)
+            queue = self._queue(broker, fields.queue_name)
             if queue.excluded or actor_name in self._excluded_actors:
                 return
             if not is_instrumentation_enabled() or (self._may_be_noop and _no_sdk()):
@@ -310,15 +351,19 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 span = self._start_process_span(
                     broker, message, options, queue, actor_name, message_id, retries
                 )
+            instruments = self._instruments
+            task = self._task(actor_name, queue) if instruments is not None else None
             state = _Process(
-                message_id, span, None, time.perf_counter(), actor_name, queue, retries, self._instruments
+                message_id, span, None, time.perf_counter(), actor_name, queue, retries, instruments, task
             )
             if span is not None:  # attached last, so that nothing can fail between attach and the handover
                 state.token = otel_context.attach(trace.set_span_in_context(span))
             _processing.set(state)  # from here on, the after-hook ends the span and detaches
-            if self._instruments is not None:
-                self._instruments.in_flight.add(1, queue.label)
-                self._record_queue_wait(state, options, fields.message_timestamp)
+            if instruments is not None:
+                if instruments.in_flight is not None:
+                    instruments.in_flight.add(1, queue.label)
+                if instruments.queue_wait is not None:
+                    self._record_queue_wait(instruments.queue_wait, state, options, fields.message_timestamp)
             if span is not None and self.options.process_hook is not None:
                 self._call_hook(self.options.process_hook, span, message)
         except Exception:
@@ -342,23 +387,24 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             parent = otel_context.Context()
         elif parent is None:
             parent = otel_context.Context()
-        attributes = {
-            **queue.process_attributes,
-            semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_PROCESS,
-            semconv.MESSAGING_MESSAGE_ID: message_id,
-            semconv.DRAMATIQ_ACTOR_NAME: actor_name,
-            semconv.DRAMATIQ_RETRY_COUNT: retries,
-            **self._server(broker),
-        }
-        if self.options.capture_args:
-            self._capture_args(attributes, message)
-        return self._tracer.start_span(
+        # The sampler sees the sampling-relevant attributes; the others are set only if the span records.
+        span = self._tracer.start_span(
             queue.process_span_name,
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes=attributes,
+            attributes=queue.process_start,
             links=links,
         )
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                semconv.MESSAGING_MESSAGE_ID: message_id,
+                semconv.DRAMATIQ_ACTOR_NAME: actor_name,
+                semconv.DRAMATIQ_RETRY_COUNT: retries,
+            }
+            if self.options.capture_args:
+                self._capture_args(attributes, message)
+            span.set_attributes(attributes)
+        return span
 
     def after_process_message(
         self,
@@ -461,14 +507,25 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         finally:
             _processing.reset(token)
 
-    def _queue(self, queue_name: str) -> _Queue:
+    def _queue(self, broker: Broker, queue_name: str) -> _Queue:
         """The cached :class:`_Queue` of ``queue_name`` (built uncached past MAX_CACHED_QUEUES)."""
-        queue = self._queues.get(queue_name)
+        key = (id(broker), queue_name)
+        queue = self._queues.get(key)
         if queue is None:
-            queue = _Queue.build(queue_name, self.options.excluded_queues)
+            queue = _Queue.build(queue_name, self.options.excluded_queues, self._server(broker))
             if len(self._queues) < MAX_CACHED_QUEUES:
-                self._queues[queue_name] = queue
+                self._queues[key] = queue
         return queue
+
+    def _task(self, actor_name: str, queue: _Queue) -> _Task:
+        """The cached :class:`_Task` of an actor on a queue (built uncached past MAX_CACHED_QUEUES)."""
+        key = (actor_name, queue.name)
+        task = self._tasks.get(key)
+        if task is None:
+            task = _Task.build(actor_name, queue.name)
+            if len(self._tasks) < MAX_CACHED_QUEUES:
+                self._tasks[key] = task
+        return task
 
     def _take(self, message: MessageProxy) -> _Process | None:
         state = _processing.get()
@@ -499,14 +556,14 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             return "<unrepresentable>"
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    def _record_queue_wait(self, state: _Process, options: dict[str, Any], timestamp: Any) -> None:
-        assert state.instruments is not None
+    @staticmethod
+    def _record_queue_wait(
+        histogram: Histogram, state: _Process, options: dict[str, Any], timestamp: Any
+    ) -> None:
+        assert state.task is not None
         due = options.get(DUE_OPTION, timestamp)
         if isinstance(due, int | float) and not isinstance(due, bool):
-            wait = max(0.0, (current_millis() - due) / 1000)
-            state.instruments.queue_wait.record(
-                wait, {semconv.LABEL_TASK_NAME: state.actor_name, semconv.LABEL_QUEUE_NAME: state.queue.name}
-            )
+            histogram.record(max(0.0, (current_millis() - due) / 1000), state.task.with_queue)
 
     @staticmethod
     def _call_hook(hook: Hook | None, span: Span, message: AnyMessage) -> None:
@@ -550,12 +607,14 @@ def _end_send(send: _Send, exception: BaseException | None) -> None:
         if exception is not None:
             _record_error(send.span, exception)
         send.span.end()
-    if send.instruments is not None:
+    instruments = send.instruments
+    if instruments is not None and instruments.sent_messages is not None:
         attributes = send.attributes
         if exception is not None:
             attributes = {**attributes, semconv.ERROR_TYPE: _error_type(exception)}
-        send.instruments.send_duration.record(time.perf_counter() - send.start, attributes)
-        send.instruments.sent_messages.add(1, attributes)
+        if instruments.send_duration is not None:
+            instruments.send_duration.record(time.perf_counter() - send.start, attributes)
+        instruments.sent_messages.add(1, attributes)
 
 
 def _end_process(state: _Process, outcome: str, exception: BaseException | None, *, failed: bool) -> None:
@@ -563,7 +622,7 @@ def _end_process(state: _Process, outcome: str, exception: BaseException | None,
         is_error = exception is not None and outcome in (semconv.OUTCOME_RETRY, semconv.OUTCOME_FAILED)
         if isinstance(exception, Retry) and outcome == semconv.OUTCOME_RETRY:
             is_error = False
-        if state.span is not None:
+        if state.span is not None and state.span.is_recording():
             state.span.set_attribute(semconv.DRAMATIQ_OUTCOME, outcome)
             if is_error:
                 assert exception is not None
@@ -574,6 +633,8 @@ def _end_process(state: _Process, outcome: str, exception: BaseException | None,
                     {"exception.type": _error_type(exception), "exception.message": str(exception)[:1024]},
                 )
             state.span.end()
+        elif state.span is not None:
+            state.span.end()  # not recording: nothing to record, still ended
         if state.instruments is not None:
             _record_process_metrics(state, outcome, exception if is_error else None, failed=failed)
     finally:
@@ -595,23 +656,27 @@ _STATUS = {
 def _record_process_metrics(
     state: _Process, outcome: str, error: BaseException | None, *, failed: bool
 ) -> None:
-    instruments = state.instruments
-    assert instruments is not None
+    instruments, task = state.instruments, state.task
+    assert instruments is not None and task is not None
     elapsed = time.perf_counter() - state.start
-    attributes = state.queue.process_attributes
-    if error is not None:
-        attributes = {**attributes, semconv.ERROR_TYPE: _error_type(error)}
-    task = {semconv.LABEL_TASK_NAME: state.actor_name}
-    instruments.in_flight.add(-1, state.queue.label)
-    instruments.consumed_messages.add(1, attributes)
-    instruments.tasks.add(1, {**task, semconv.LABEL_STATUS: _STATUS[outcome]})
-    if outcome != semconv.OUTCOME_SKIPPED:
-        instruments.process_duration.record(elapsed, attributes)
-        instruments.task_duration.record(elapsed, task)
-    if outcome == semconv.OUTCOME_RETRY:
-        instruments.retries.add(1, task)
-    if failed:
-        instruments.dead_lettered.add(1, {**task, semconv.LABEL_QUEUE_NAME: state.queue.name})
+    recorded = outcome != semconv.OUTCOME_SKIPPED
+    if instruments.consumed_messages is not None:  # the semantic-convention family
+        attributes = state.queue.process_attributes
+        if error is not None:
+            attributes = {**attributes, semconv.ERROR_TYPE: _error_type(error)}
+        instruments.consumed_messages.add(1, attributes)
+        if recorded and instruments.process_duration is not None:
+            instruments.process_duration.record(elapsed, attributes)
+    if instruments.tasks is not None:  # the guide's family
+        instruments.tasks.add(1, task.by_status[outcome])
+        if recorded and instruments.task_duration is not None:
+            instruments.task_duration.record(elapsed, task.label)
+    if instruments.in_flight is not None:  # the guide-style extras
+        instruments.in_flight.add(-1, state.queue.label)
+        if outcome == semconv.OUTCOME_RETRY and instruments.retries is not None:
+            instruments.retries.add(1, task.label)
+        if failed and instruments.dead_lettered is not None:
+            instruments.dead_lettered.add(1, task.with_queue)
 
 
 def _fields(message: MessageProxy) -> Message[Any]:
