@@ -177,25 +177,28 @@ class Merge:
             kind = metric["kind"]
             if not live and kind in (UPDOWN, GAUGE):
                 continue  # an exited process has nothing in flight and reads no broker any more
-            key = (attributes_key(metric["scope"]), metric["name"], kind)
-            merged = self.metrics.get(key)
-            if merged is None:
-                merged = self.metrics[key] = MergedMetric(
-                    metric["scope"], metric["name"], metric["description"], metric["unit"], kind
-                )
+            merged = self._metric(
+                MergedMetric(metric["scope"], metric["name"], metric["description"], metric["unit"], kind)
+            )
             for point in metric["points"]:
                 self._add_point(merged, point, time)
 
     def add_merge(self, other: Merge) -> None:
         """Add the counters and histograms of ``other`` (the folded sums of exited processes)."""
-        for key, metric in other.metrics.items():
-            merged = self.metrics.get(key)
-            if merged is None:
-                merged = self.metrics[key] = MergedMetric(
-                    metric.scope, metric.name, metric.description, metric.unit, metric.kind
-                )
+        for metric in other.metrics.values():
+            merged = self._metric(metric)
             for point in metric.points.values():
                 self._add_point(merged, point, 0.0)
+
+    def _metric(self, metric: MergedMetric) -> MergedMetric:
+        """This merge's metric of the same scope, name and kind as ``metric`` (an empty copy if new)."""
+        key = (attributes_key(metric.scope), metric.name, metric.kind)
+        merged = self.metrics.get(key)
+        if merged is None:
+            merged = self.metrics[key] = MergedMetric(
+                metric.scope, metric.name, metric.description, metric.unit, metric.kind
+            )
+        return merged
 
     @staticmethod
     def _add_point(merged: MergedMetric, point: Mapping[str, Any], time: float) -> None:
