@@ -622,19 +622,21 @@ def _end_process(state: _Process, outcome: str, exception: BaseException | None,
         is_error = exception is not None and outcome in (semconv.OUTCOME_RETRY, semconv.OUTCOME_FAILED)
         if isinstance(exception, Retry) and outcome == semconv.OUTCOME_RETRY:
             is_error = False
-        if state.span is not None and state.span.is_recording():
-            state.span.set_attribute(semconv.DRAMATIQ_OUTCOME, outcome)
-            if is_error:
-                assert exception is not None
-                _record_error(state.span, exception)
-            elif exception is not None:
-                state.span.add_event(
-                    "exception",
-                    {"exception.type": _error_type(exception), "exception.message": str(exception)[:1024]},
-                )
+        if state.span is not None:
+            if state.span.is_recording():  # an unsampled span records nothing, but is still ended
+                state.span.set_attribute(semconv.DRAMATIQ_OUTCOME, outcome)
+                if is_error:
+                    assert exception is not None
+                    _record_error(state.span, exception)
+                elif exception is not None:
+                    state.span.add_event(
+                        "exception",
+                        {
+                            "exception.type": _error_type(exception),
+                            "exception.message": str(exception)[:1024],
+                        },
+                    )
             state.span.end()
-        elif state.span is not None:
-            state.span.end()  # not recording: nothing to record, still ended
         if state.instruments is not None:
             _record_process_metrics(state, outcome, exception if is_error else None, failed=failed)
     finally:

@@ -49,6 +49,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReade
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 
+from ..config import _FALSE, _TRUE
 from . import exposition, snapshot
 
 _logger = logging.getLogger(__name__)
@@ -106,9 +107,9 @@ def _env_flag(name: str, default: bool) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:
         return default
-    if raw in ("1", "true", "yes", "on"):
+    if raw in _TRUE:
         return True
-    if raw in ("0", "false", "no", "off"):
+    if raw in _FALSE:
         return False
     _logger.warning("%s=%r is not a flag (true/false); using %s", name, raw, default)
     return default
