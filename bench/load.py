@@ -12,7 +12,9 @@ Modes: *uninstrumented*; *instrumented* (this package, under ``opentelemetry-ins
 ``--reference``, *minimal*: the same SDK, exporter and ``opentelemetry-instrument`` start, with this
 package disabled (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=dramatiq``) and ``bench/minimal.py``'s bare
 span calls in its place: what any span-per-message instrumentation costs at least here
-(``--reference-attributes``: the same spans carrying this package's span attributes). With
+(``--reference-attributes``: the same spans carrying this package's span attributes;
+``--reference-metrics``: and recording this package's default metrics, the same instruments and
+attribute sets, written by hand). With
 ``--rounds R`` each mode runs R times, the order alternating from round to round, and the ratios are
 of median throughputs. With ``--endpoint-faults``, *otlp-down* and *otlp-hanging*: instrumented workers
 exporting to an endpoint that refuses connections / accepts them and never answers, with the SDK's
@@ -248,6 +250,7 @@ def run(
     if mode == "minimal":
         env.update(LOAD_MINIMAL="1", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="dramatiq")
         env["LOAD_MINIMAL_ATTRIBUTES"] = "1" if args.reference_attributes else "0"
+        env["LOAD_MINIMAL_METRICS"] = "1" if args.reference_metrics else "0"
     # The workers of a fault mode export to a broken endpoint with the SDK's default (bounded) queue;
     # the producer still exports to the sink.
     worker_env = dict(env)
@@ -491,6 +494,11 @@ def main() -> int:
         "--reference-attributes",
         action="store_true",
         help="with --reference: the reference spans carry this package's span attributes",
+    )
+    parser.add_argument(
+        "--reference-metrics",
+        action="store_true",
+        help="with --reference: the reference also records this package's default metrics by hand",
     )
     args = parser.parse_args()
 

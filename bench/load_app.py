@@ -3,7 +3,8 @@
 Configured by environment variables (set by ``bench/load.py``): ``LOAD_BROKER`` (``redis`` or
 ``rabbitmq``), ``LOAD_NAMESPACE`` (Redis namespace and RabbitMQ queue name), ``LOAD_REDIS_URL``,
 ``LOAD_INSTRUMENTED`` (check the trace context), ``LOAD_MINIMAL`` (add ``bench.minimal``'s middleware),
-``LOAD_MINIMAL_ATTRIBUTES`` (its spans with this package's attributes).
+``LOAD_MINIMAL_ATTRIBUTES`` (its spans with this package's attributes), ``LOAD_MINIMAL_METRICS`` (it
+records this package's default metrics too).
 Bookkeeping goes to Redis in every case: one ``SADD`` of the message id (processed exactly once?),
 one ``INCR`` of a leak counter when the trace context seen by the actor is not the message's own
 (sampled or not, see :func:`own_context`).
@@ -34,9 +35,14 @@ else:
 broker.add_middleware(CurrentMessage())
 if os.environ.get("LOAD_MINIMAL") == "1":  # the reference mode: bare span calls instead of this package
     from bench.minimal import MinimalMiddleware
+    from opentelemetry_instrumentation_dramatiq_cfg.metrics import instruments_for
 
     attributes = os.environ.get("LOAD_MINIMAL_ATTRIBUTES") == "1"
-    broker.middleware.insert(0, MinimalMiddleware(trace.get_tracer("bench.minimal"), attributes=attributes))
+    instruments = instruments_for(None) if os.environ.get("LOAD_MINIMAL_METRICS") == "1" else None
+    broker.middleware.insert(
+        0,
+        MinimalMiddleware(trace.get_tracer("bench.minimal"), attributes=attributes, instruments=instruments),
+    )
 dramatiq.set_broker(broker)
 bookkeeping = redis.Redis.from_url(REDIS_URL)
 
