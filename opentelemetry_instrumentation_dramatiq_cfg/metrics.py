@@ -34,7 +34,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, Observation, get_meter
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Histogram,
+    Meter,
+    MeterProvider,
+    Observation,
+    get_meter,
+    get_meter_provider,
+)
 
 from . import semconv
 from .config import METRICS_ALL, METRICS_GUIDE, METRICS_SEMCONV, METRICS_SETS
@@ -96,6 +104,25 @@ class Instruments:
     in_flight: Tally | None
     retries: Tally | None
     dead_lettered: Tally | None
+
+
+def reads_nothing(meter_provider: MeterProvider | None) -> bool:
+    """Whether ``meter_provider`` (``None``: the global one) is the SDK's with no metric reader at all.
+
+    That is what ``OTEL_METRICS_EXPORTER=none`` under ``opentelemetry-instrument`` sets: the SDK still
+    takes every measurement (several µs per histogram record) and nothing can ever read it, since an
+    SDK ``MeterProvider`` gets its readers in its constructor only. The reader list is the SDK's
+    private ``_metric_readers``; where it is not found the answer is ``False`` (record as usual).
+    """
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    except ImportError:  # only the API is installed
+        return False
+    provider = meter_provider if meter_provider is not None else get_meter_provider()
+    if not isinstance(provider, SdkMeterProvider):
+        return False
+    readers = getattr(provider, "_metric_readers", None)
+    return isinstance(readers, list | tuple) and not readers
 
 
 _lock = threading.Lock()

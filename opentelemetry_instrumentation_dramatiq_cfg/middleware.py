@@ -41,7 +41,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from . import hooks, processes, propagation, semconv, shutdown
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
-from .metrics import Instruments, instruments_for, queue_gauges_for
+from .metrics import Instruments, instruments_for, queue_gauges_for, reads_nothing
 from .queue_state.registry import WorkerRegistryMiddleware
 from .version import __version__
 
@@ -217,10 +217,10 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             self.options.tracer_provider,
             schema_url="https://opentelemetry.io/schemas/1.27.0",
         )
+        # A meter provider that nothing reads (OTEL_METRICS_EXPORTER=none) is not worth a record.
+        metrics_on = self.options.metrics_enabled and not self._reads_nothing()
         self._instruments = (
-            instruments_for(self.options.meter_provider, self.options.metrics_set)
-            if self.options.metrics_enabled
-            else None
+            instruments_for(self.options.meter_provider, self.options.metrics_set) if metrics_on else None
         )
         self._repr = reprlib.Repr()
         self._repr.maxstring = self._repr.maxother = self.options.capture_args_max_length
@@ -238,9 +238,15 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         )
         self._queue_gauges = (
             queue_gauges_for(self.options.meter_provider, self.options.queue_metrics_interval, READ_TIMEOUT)
-            if self.options.metrics_enabled and self.options.queue_metrics_enabled
+            if metrics_on and self.options.queue_metrics_enabled
             else None
         )
+
+    def _reads_nothing(self) -> bool:
+        if not reads_nothing(self.options.meter_provider):
+            return False
+        _logger.debug("Dramatiq metrics not recorded: the meter provider has no metric reader")
+        return True
 
     def watch_queues(self, broker: Broker) -> None:
         """Report the queue-state gauges of ``broker`` (done on its first declared queue anyway)."""

@@ -246,3 +246,47 @@ def test_a_forked_child_does_not_report_its_parents_counts(meter_provider, metri
     os.waitpid(pid, 0)
     assert child_saw == "child"
     assert counter_values(metric_reader, "dramatiq.tasks") == {task_key("parent", "success"): 5}
+
+
+def test_a_meter_provider_without_reader_is_recognised(request):
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from opentelemetry_instrumentation_dramatiq_cfg.metrics import reads_nothing
+
+    readerless = MeterProvider(shutdown_on_exit=False)
+    with_reader = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
+    request.addfinalizer(with_reader.shutdown)
+
+    assert reads_nothing(readerless) is True
+    assert reads_nothing(with_reader) is False
+    assert reads_nothing(NoOpMeterProvider()) is False  # not the SDK's: record as usual
+
+
+def test_no_metric_is_recorded_into_a_meter_provider_nobody_reads(
+    instrument, queue_name, span_exporter, caplog
+):
+    """OTEL_METRICS_EXPORTER=none gives the SDK's MeterProvider with no reader: traces stay, and the
+    middleware says at debug level why it records no metric."""
+    import logging
+
+    from dramatiq.brokers.stub import StubBroker
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    caplog.set_level(logging.DEBUG, logger="opentelemetry_instrumentation_dramatiq_cfg")
+    instrument(meter_provider=MeterProvider(shutdown_on_exit=False))
+    broker = StubBroker()
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name=queue_name)
+    def quiet():
+        return None
+
+    quiet.send()
+    process_all(broker, queue_name)
+
+    assert sorted(span.name for span in span_exporter.get_finished_spans()) == [
+        f"process {queue_name}",
+        f"send {queue_name}",
+    ]
+    assert "Dramatiq metrics not recorded: the meter provider has no metric reader" in caplog.messages
