@@ -106,23 +106,35 @@ class Instruments:
     dead_lettered: Tally | None
 
 
-def reads_nothing(meter_provider: MeterProvider | None) -> bool:
-    """Whether ``meter_provider`` (``None``: the global one) is the SDK's with no metric reader at all.
+def reader_probe(meter_provider: MeterProvider | None) -> Callable[[], bool] | None:
+    """A test, cheap enough for every message, of whether ``meter_provider`` has a metric reader now.
 
-    That is what ``OTEL_METRICS_EXPORTER=none`` under ``opentelemetry-instrument`` sets: the SDK still
-    takes every measurement (several µs per histogram record) and nothing can ever read it, since an
-    SDK ``MeterProvider`` gets its readers in its constructor only. The reader list is the SDK's
-    private ``_metric_readers``; where it is not found the answer is ``False`` (record as usual).
+    ``None`` (``meter_provider``: the global one) when it cannot be told: not the SDK's provider (the
+    API's proxy before an SDK is set included), or not the SDK internals expected; then record always.
+
+    The SDK's ``MeterProvider`` with no reader, which ``OTEL_METRICS_EXPORTER=none`` sets under
+    ``opentelemetry-instrument``, still takes every measurement (several µs per histogram record)
+    and nothing reads it. A reader may be added later (``MeterProvider.add_metric_reader``, SDK
+    1.44+): the probe reads the SDK's live reader mapping (the private
+    ``_measurement_consumer._reader_storages``, replaced on every change), so recording starts with
+    the first reader, and that reader misses nothing the SDK would have given it (a reader sees only
+    what is recorded after it was added).
     """
     try:
         from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     except ImportError:  # only the API is installed
-        return False
+        return None
     provider = meter_provider if meter_provider is not None else get_meter_provider()
     if not isinstance(provider, SdkMeterProvider):
-        return False
-    readers = getattr(provider, "_metric_readers", None)
-    return isinstance(readers, list | tuple) and not readers
+        return None
+    consumer = getattr(provider, "_measurement_consumer", None)
+    if not isinstance(getattr(consumer, "_reader_storages", None), Mapping):
+        return None
+
+    def has_reader() -> bool:
+        return bool(consumer._reader_storages)  # type: ignore[union-attr]
+
+    return has_reader
 
 
 _lock = threading.Lock()

@@ -41,7 +41,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from . import hooks, processes, propagation, semconv, shutdown
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
-from .metrics import Instruments, instruments_for, queue_gauges_for, reads_nothing
+from .metrics import Instruments, instruments_for, queue_gauges_for, reader_probe
 from .queue_state.registry import WorkerRegistryMiddleware
 from .version import __version__
 
@@ -217,10 +217,14 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             self.options.tracer_provider,
             schema_url="https://opentelemetry.io/schemas/1.27.0",
         )
-        # A meter provider that nothing reads (OTEL_METRICS_EXPORTER=none) is not worth a record.
-        metrics_on = self.options.metrics_enabled and not self._reads_nothing()
         self._instruments = (
-            instruments_for(self.options.meter_provider, self.options.metrics_set) if metrics_on else None
+            instruments_for(self.options.meter_provider, self.options.metrics_set)
+            if self.options.metrics_enabled
+            else None
+        )
+        # Nothing is recorded while the SDK's meter provider has no reader (OTEL_METRICS_EXPORTER=none).
+        self._has_reader = (
+            reader_probe(self.options.meter_provider) if self._instruments is not None else None
         )
         self._repr = reprlib.Repr()
         self._repr.maxstring = self._repr.maxother = self.options.capture_args_max_length
@@ -238,15 +242,15 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         )
         self._queue_gauges = (
             queue_gauges_for(self.options.meter_provider, self.options.queue_metrics_interval, READ_TIMEOUT)
-            if metrics_on and self.options.queue_metrics_enabled
+            if self.options.metrics_enabled and self.options.queue_metrics_enabled
             else None
         )
 
-    def _reads_nothing(self) -> bool:
-        if not reads_nothing(self.options.meter_provider):
-            return False
-        _logger.debug("Dramatiq metrics not recorded: the meter provider has no metric reader")
-        return True
+    def _recording_instruments(self) -> Instruments | None:
+        """The instruments a message records (decided once per message, so that both its hooks agree)."""
+        if self._has_reader is not None and not self._has_reader():
+            return None
+        return self._instruments
 
     def watch_queues(self, broker: Broker) -> None:
         """Report the queue-state gauges of ``broker`` (done on its first declared queue anyway)."""
@@ -287,7 +291,8 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 span = self._start_send_span(broker, message, queue, delay, reenqueue)
             elif not reenqueue:
                 propagation.inject(options, otel_context.get_current())
-            stack.append(_Send(message, span, time.perf_counter(), queue.send_attributes, self._instruments))
+            instruments = self._recording_instruments()
+            stack.append(_Send(message, span, time.perf_counter(), queue.send_attributes, instruments))
         except Exception:
             _hook_failed("before_enqueue")
 
@@ -357,7 +362,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 span = self._start_process_span(
                     broker, message, options, queue, actor_name, message_id, retries
                 )
-            instruments = self._instruments
+            instruments = self._recording_instruments()
             task = self._task(actor_name, queue) if instruments is not None else None
             state = _Process(
                 message_id, span, None, time.perf_counter(), actor_name, queue, retries, instruments, task

@@ -248,45 +248,63 @@ def test_a_forked_child_does_not_report_its_parents_counts(meter_provider, metri
     assert counter_values(metric_reader, "dramatiq.tasks") == {task_key("parent", "success"): 5}
 
 
-def test_a_meter_provider_without_reader_is_recognised(request):
+def test_the_reader_probe_follows_the_sdk_meter_providers_readers(request):
     from opentelemetry.metrics import NoOpMeterProvider
     from opentelemetry.sdk.metrics import MeterProvider
 
-    from opentelemetry_instrumentation_dramatiq_cfg.metrics import reads_nothing
+    from opentelemetry_instrumentation_dramatiq_cfg.metrics import reader_probe
 
     readerless = MeterProvider(shutdown_on_exit=False)
     with_reader = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
     request.addfinalizer(with_reader.shutdown)
 
-    assert reads_nothing(readerless) is True
-    assert reads_nothing(with_reader) is False
-    assert reads_nothing(NoOpMeterProvider()) is False  # not the SDK's: record as usual
+    readerless_probe, with_reader_probe = reader_probe(readerless), reader_probe(with_reader)
+    assert readerless_probe is not None and with_reader_probe is not None
+    assert (readerless_probe(), with_reader_probe()) == (False, True)
+    assert reader_probe(NoOpMeterProvider()) is None  # not the SDK's: always record
+    if hasattr(readerless, "add_metric_reader"):  # SDK 1.44+
+        readerless.add_metric_reader(InMemoryMetricReader())
+        assert readerless_probe() is True
 
 
-def test_no_metric_is_recorded_into_a_meter_provider_nobody_reads(
-    instrument, queue_name, span_exporter, caplog
+def test_nothing_is_recorded_until_the_meter_provider_has_a_reader(
+    request, instrument, queue_name, span_exporter
 ):
-    """OTEL_METRICS_EXPORTER=none gives the SDK's MeterProvider with no reader: traces stay, and the
-    middleware says at debug level why it records no metric."""
-    import logging
-
+    """OTEL_METRICS_EXPORTER=none gives the SDK's MeterProvider with no reader: traces stay, metrics
+    are not recorded; a reader added later (SDK 1.44+) gets every message from then on, and the
+    in-flight count of a message that started before it is not left unbalanced."""
     from dramatiq.brokers.stub import StubBroker
     from opentelemetry.sdk.metrics import MeterProvider
 
-    caplog.set_level(logging.DEBUG, logger="opentelemetry_instrumentation_dramatiq_cfg")
-    instrument(meter_provider=MeterProvider(shutdown_on_exit=False))
+    meter_provider = MeterProvider(shutdown_on_exit=False)
+    request.addfinalizer(meter_provider.shutdown)
+    instrument(meter_provider=meter_provider, queue_metrics_enabled=False)
     broker = StubBroker()
     dramatiq.set_broker(broker)
+    reader = InMemoryMetricReader()
 
-    @dramatiq.actor(queue_name=queue_name)
-    def quiet():
-        return None
+    @dramatiq.actor(queue_name=queue_name, max_retries=0)
+    def quiet(add_reader: bool) -> None:
+        if add_reader and hasattr(meter_provider, "add_metric_reader"):
+            meter_provider.add_metric_reader(reader)  # while this message is in flight
 
-    quiet.send()
+    quiet.send(True)
     process_all(broker, queue_name)
 
     assert sorted(span.name for span in span_exporter.get_finished_spans()) == [
         f"process {queue_name}",
         f"send {queue_name}",
     ]
-    assert "Dramatiq metrics not recorded: the meter provider has no metric reader" in caplog.messages
+    if not hasattr(meter_provider, "add_metric_reader"):
+        pytest.skip("MeterProvider.add_metric_reader is new in SDK 1.44")
+    assert points(reader, "dramatiq.tasks") == []  # that message started before the reader
+
+    quiet.send(False)
+    quiet.send(False)
+    process_all(broker, queue_name)
+
+    assert counter_values(reader, "dramatiq.tasks") == {task_key("quiet", "success"): 2}
+    (in_flight,) = points(reader, "dramatiq.worker.messages_in_flight")
+    assert in_flight.value == 0
+    (sent,) = points(reader, "messaging.client.sent.messages")
+    assert sent.value == 2
