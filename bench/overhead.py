@@ -52,7 +52,14 @@ Rows
   written by hand: those spans, and this package's default metrics recorded for every message (the
   same instruments, on a third meter provider set up the same way); then with the 10% sampler. The
   ratio of the two is what head sampling saves on a hand-written instrumentation, the reference for
-  the 10%-sampling target.
+  the 10%-sampling target;
+* ``other instrumentation, spans``: not this package, the other OpenTelemetry instrumentation of
+  Dramatiq on PyPI, ``opentelemetry-instrumentor-dramatiq`` (spans only; it records no metric), with
+  the same tracer provider, when it is installed (``pip install opentelemetry-instrumentor-dramatiq``;
+  the row is left out otherwise). It wraps ``Actor.message_with_options`` and
+  ``WorkerThread.process_message``, sets two attributes per span and does not make the process span
+  current; it attaches the extracted context without detaching it, so its row runs in a copy of the
+  thread's context, which the other rows never see.
 
 Floors, with no Dramatiq (hand-written OpenTelemetry calls in a tight loop):
 
@@ -88,12 +95,14 @@ Targets: ``sdk spans`` added ≤ 1.3 x ``floor spans``, for enqueue and for proc
 spans+metrics`` added ≤ 1.3 x ``floor spans+metrics`` (each part is printed either way); ``api``
 added ≤ 5 µs per message, for enqueue and for process (their sum is printed too); ``sdk
 spans+metrics 10% sampled`` added ≤ 0.35 x ``sdk spans+metrics`` added (enqueue + process); the
-same fraction is printed for the hand-written reference.
+same fraction is printed for the hand-written reference; with the other instrumentation installed,
+``sdk spans`` added ≤ 1.1 x ``other instrumentation, spans`` added, for enqueue and for process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import gc
 import json
 import os
@@ -133,6 +142,9 @@ RATIO_TARGET = 1.3
 API_TARGET_US = 5.0
 SAMPLER_RATIO = 0.1
 SAMPLED_TARGET = 0.35  # 10% sampled: added cost at most this fraction of the full-sampling cost
+OTHER_TARGET = 1.1  # spans: added cost at most this times the other instrumentation's
+OTHER = "opentelemetry-instrumentor-dramatiq"
+OTHER_ROW = "other instrumentation, spans"
 
 # Public since Dramatiq 2.0; Dramatiq 1.x only has the underscored name.
 _WorkerThread = getattr(dramatiq.worker, "WorkerThread", None) or dramatiq.worker._WorkerThread
@@ -514,6 +526,7 @@ def build_rows(bsp_defaults: bool) -> list[Row]:
                 MinimalMiddleware(minimal_sampled, attributes=True, instruments=reference_instruments),
             ),
         ),
+        *_other_instrumentation_rows(tracer_provider, flush),
         Row("floor spans", "floor", lambda n: run_floor(n, floor_tracer, None, flush)),
         Row(
             "floor spans+attributes",
@@ -525,6 +538,27 @@ def build_rows(bsp_defaults: bool) -> list[Row]:
             "floor spans+metrics", "floor", lambda n: run_floor(n, floor_tracer, floor_meter_provider, flush)
         ),
     ]
+
+
+def _other_instrumentation_rows(tracer_provider: TracerProvider, flush: Callable[[], None]) -> list[Row]:
+    """The other instrumentation's row, if it is installed (see the module docstring)."""
+    try:
+        from opentelemetry_instrumentor_dramatiq import DramatiqInstrumentor as OtherInstrumentor
+    except ImportError:
+        return []
+
+    def inside(messages: int) -> Phases:
+        other = OtherInstrumentor()
+        other.instrument(tracer_provider=tracer_provider)
+        try:
+            return run_dramatiq(messages, flush)
+        finally:
+            other.uninstrument()
+
+    def run(messages: int) -> Phases:
+        return contextvars.copy_context().run(inside, messages)  # it leaves contexts attached
+
+    return [Row(OTHER_ROW, "dramatiq", run)]
 
 
 def us(seconds: float) -> float:
@@ -609,6 +643,13 @@ def measure(
         "api, process: added <= 5 us": bool(api["process"]["added_us"] <= API_TARGET_US),
         "spans+metrics 10% sampled: added <= 0.35x full sampling": bool(sampled_fraction <= SAMPLED_TARGET),
     }
+    if OTHER_ROW in results:
+        for phase in ("enqueue", "process"):
+            cell = results["sdk spans"][phase]
+            cell["ratio_to_other"] = round(cell["added_us"] / results[OTHER_ROW][phase]["added_us"], 3)
+            targets[f"sdk spans, {phase}: added <= 1.1x {OTHER_ROW}"] = bool(
+                cell["ratio_to_other"] <= OTHER_TARGET
+            )
     return {
         "messages": messages,
         "rounds": rounds,
@@ -623,6 +664,7 @@ def measure(
             "cpus": os.cpu_count(),
             "dramatiq": dramatiq.__version__,
             "opentelemetry_sdk": _version("opentelemetry-sdk"),
+            OTHER: _version(OTHER),
         },
         "results": results,
         "api_added_total_us": round(api["enqueue"]["added_us"] + api["process"]["added_us"], 3),
@@ -677,6 +719,12 @@ def render(report: dict[str, Any]) -> str:
         f"{report['sdk_spans_metrics_over_reference']:.2f}x)"
     )
     spans = results["sdk spans"]
+    if "ratio_to_other" in spans["enqueue"]:
+        lines.append(
+            f"- (sdk spans added / {OTHER_ROW} added ({OTHER} {env[OTHER]}): "
+            f"enqueue {spans['enqueue']['ratio_to_other']:.2f}x, "
+            f"process {spans['process']['ratio_to_other']:.2f}x)"
+        )
     lines.append(
         "- (sdk spans added / minimal middleware added: "
         f"enqueue {spans['enqueue']['ratio_to_minimal_middleware']:.2f}x, "
