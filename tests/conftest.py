@@ -24,6 +24,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor, processes
 
+from .servers import private_rabbitmq, private_redis, private_server_factory  # noqa: F401 (fixtures)
+
 REDIS = ("127.0.0.1", 6379)
 RABBITMQ = ("127.0.0.1", 5672)
 BROKER_KINDS = ("stub", "redis", "rabbitmq")

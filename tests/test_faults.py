@@ -4,13 +4,8 @@ under the health view (servers of the tests' own, never the shared ones)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 
 import dramatiq
@@ -21,12 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from .conftest import process_all
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .servers import PrivateServer, closed_port
 
 
 @pytest.fixture
@@ -89,123 +79,6 @@ def test_an_unreachable_otlp_endpoint_never_reaches_the_tasks(
     queue = processor.queue if hasattr(processor, "queue") else processor._batch_processor._queue
     assert len(queue) <= 64
     provider.shutdown()
-
-
-class PrivateServer:
-    """A broker server of the test's own, on free ports, that the test may pause, stop and restart.
-
-    The shared services the other tests use are never touched. The server runs in a session of its
-    own, so ``pause()`` (SIGSTOP: it accepts connections and never answers) and ``stop()`` reach all
-    of its processes.
-    """
-
-    def __init__(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None) -> None:
-        self.name, self.command, self.port, self.env = name, command, port, env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.command,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:  # both servers listen only once they are ready
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                assert self.process.poll() is None, f"{self.name} exited with {self.process.returncode}"
-                assert time.monotonic() < deadline, f"{self.name} did not start"
-                time.sleep(0.1)
-
-    def _signal(self, signum: int) -> None:
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signum)
-
-    def pause(self) -> None:
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.resume()
-        self._signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.process.wait()
-        deadline = time.monotonic() + 30
-        while True:  # the process group's last members may outlive the leader briefly
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            except OSError:
-                break
-            assert time.monotonic() < deadline, f"{self.name} still listening after stop"
-            time.sleep(0.1)
-        self.process = None
-
-
-def _server_binary(*candidates: str) -> str:
-    for candidate in candidates:
-        found = shutil.which(candidate)  # a path is checked as it is, a name is looked up on PATH
-        if found:
-            return found
-    message = f"{candidates[-1]} is not installed"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def private_redis(tmp_path) -> Iterator[PrivateServer]:
-    """A redis-server of this test's own on a free port."""
-    binary = _server_binary("redis-server")
-    port = closed_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    server = PrivateServer("redis-server", [*command, "--dir", str(tmp_path)], port)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def private_rabbitmq(tmp_path) -> Iterator[PrivateServer]:
-    """A RabbitMQ node of this test's own: its own node name, ports, data, cookie and no plugins.
-
-    Started with the node script itself rather than Debian's ``/usr/sbin`` wrapper, which switches to
-    the ``rabbitmq`` user when run as root (and could not write this test's directory).
-    """
-    binary = _server_binary("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server")
-    port, dist_port = closed_port(), closed_port()
-    (tmp_path / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{port}\n")
-    (tmp_path / "enabled_plugins").write_text("[].\n")
-    (tmp_path / "rabbitmq-env.conf").write_text("")
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),  # a cookie of its own
-        "RABBITMQ_NODENAME": f"otel-faults-{port}@localhost",
-        "RABBITMQ_CONF_ENV_FILE": str(tmp_path / "rabbitmq-env.conf"),
-        "RABBITMQ_CONFIG_FILE": str(tmp_path / "rabbitmq.conf"),
-        "RABBITMQ_ADVANCED_CONFIG_FILE": str(tmp_path / "advanced.config"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(tmp_path / "enabled_plugins"),
-        "RABBITMQ_MNESIA_BASE": str(tmp_path / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(tmp_path / "log"),
-        "RABBITMQ_PID_FILE": str(tmp_path / "rabbitmq.pid"),
-        "RABBITMQ_DIST_PORT": str(dist_port),
-        "ERL_EPMD_ADDRESS": "127.0.0.1",
-    }
-    server = PrivateServer("rabbitmq-server", [binary], port, env)
-    server.start()
-    yield server
-    server.stop()
 
 
 def _redis_broker(port: int) -> dramatiq.Broker:
