@@ -1,0 +1,240 @@
+"""MkDocs hook: the configuration reference, generated from the code, and the changelog page.
+
+The tables of ``docs/configuration.md`` between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``
+are made from the code:
+
+- ``options``: every field of ``config.Options`` (the keyword arguments of ``instrument()``), its
+  type from ``Options.resolve``'s signature, its default, its ``OTEL_PYTHON_DRAMATIQ_*`` variable
+  (found by setting the variable and resolving: an option that reads it changes or refuses the
+  value) and its description (the ``#:`` comment above the field);
+- ``health``: every field of ``django.conf.HealthSettings`` (the ``DRAMATIQ_HEALTH`` keys), read
+  with ``ast`` so that building the docs needs no Django.
+
+The committed page must equal what this generates: ``mkdocs build --strict`` fails otherwise, naming
+the command that rewrites it (``python docs/hooks/reference.py --write``), so the page cannot drift
+from the code and still reads whole on GitHub. A field without a ``#:`` description fails the same way.
+
+``docs/changelog.md`` gets ``CHANGELOG.md`` (its H1 left out) where it says ``<!-- include: CHANGELOG.md
+-->``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PACKAGE = ROOT / "opentelemetry_instrumentation_dramatiq_cfg"
+PAGE = ROOT / "docs" / "configuration.md"
+CHANGELOG = ROOT / "CHANGELOG.md"
+WRITE_COMMAND = "python docs/hooks/reference.py --write"
+_BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end: \2 -->)", re.DOTALL)
+_INCLUDE = re.compile(r"<!-- include: ([\w.]+) -->")
+
+
+class ReferenceError(Exception):
+    """The docs disagree with the code, or the code lacks a description."""
+
+
+def field_docs(source: Path, class_name: str) -> dict[str, tuple[str, ast.AnnAssign]]:
+    """Each annotated field of ``class_name`` with its ``#:`` comment lines, joined."""
+    text = source.read_text()
+    lines = text.splitlines()
+    tree = ast.parse(text)
+    (cls,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name]
+    found = {}
+    for node in cls.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        comment: list[str] = []
+        row = node.lineno - 2  # the line above, 0-based
+        while row >= 0 and lines[row].strip().startswith("#:"):
+            comment.insert(0, lines[row].strip()[2:].strip())
+            row -= 1
+        if not comment:
+            raise ReferenceError(
+                f"{source.relative_to(ROOT)}: {class_name}.{node.target.id} has no '#:' description "
+                "on the line(s) above it; every option is documented there"
+            )
+        found[node.target.id] = (" ".join(comment), node)
+    return found
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    return f"`{text}`"
+
+
+def _type(annotation: str) -> str:
+    """``a | b`` as `` `a` or `b` `` (top-level unions only): no pipe inside a table cell."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(annotation):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            parts.append(annotation[start:index].strip())
+            start = index + 1
+    parts.append(annotation[start:].strip())
+    return " or ".join(_code(part.replace(" | ", " \\| ")) for part in parts)
+
+
+def _default(value: Any) -> str:
+    if value is None or value == () or value == frozenset():
+        return "none"
+    if isinstance(value, bool):
+        return _code(str(value).lower())
+    if isinstance(value, float) and value.is_integer():
+        return _code(str(int(value)))
+    return _code(str(value))
+
+
+@contextmanager
+def _environment(**variables: str) -> Iterator[None]:
+    """Only these ``OTEL_PYTHON_DRAMATIQ_*`` variables set, for the duration."""
+    saved = dict(os.environ)
+    try:
+        for name in [name for name in os.environ if name.startswith("OTEL_PYTHON_DRAMATIQ_")]:
+            del os.environ[name]
+        os.environ.update(variables)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _reads_variable(options: Any, variable: str) -> bool:
+    """Whether ``Options.resolve()`` reads ``variable``: set to junk, it changes or refuses the value."""
+    with _environment():
+        baseline = options.resolve()
+    with _environment(**{variable: "\x01probe"}):
+        try:
+            return bool(options.resolve() != baseline)
+        except ValueError:
+            return True
+
+
+def options_table() -> str:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from opentelemetry_instrumentation_dramatiq_cfg import config
+    finally:
+        sys.path.remove(str(ROOT))
+    docs = field_docs(PACKAGE / "config.py", "Options")
+    signature = {
+        arg.arg: ast.unparse(arg.annotation)
+        for node in ast.walk(ast.parse((PACKAGE / "config.py").read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name == "resolve"
+        for arg in node.args.kwonlyargs
+        if arg.annotation is not None
+    }
+    rows = [
+        "| Keyword argument | Environment variable | Type | Default | Description |",
+        "|---|---|---|---|---|",
+    ]
+    for field in dataclasses.fields(config.Options):
+        if field.name not in signature:
+            raise ReferenceError(f"Options.{field.name} is not a keyword argument of Options.resolve()")
+        variable = config.ENV_PREFIX + field.name.upper()
+        kind = signature[field.name].removesuffix(" | None")
+        env = _code(variable) if _reads_variable(config.Options, variable) else "–"
+        description, _ = docs[field.name]
+        rows.append(
+            f"| {_code(field.name)} | {env} | {_type(kind)} | {_default(field.default)} | {_cell(description)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _ast_default(value: ast.expr | None) -> Any:
+    if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "field":
+        for keyword in value.keywords:
+            if keyword.arg == "default":
+                return ast.literal_eval(keyword.value)
+            if keyword.arg == "default_factory":
+                return {"dict": {}, "list": [], "tuple": (), "set": set()}[ast.unparse(keyword.value)]
+    return ast.literal_eval(value) if value is not None else None
+
+
+def health_table() -> str:
+    rows = ["| `DRAMATIQ_HEALTH` key | Type | Default | Description |", "|---|---|---|---|"]
+    for name, (description, node) in field_docs(PACKAGE / "django" / "conf.py", "HealthSettings").items():
+        default = _ast_default(node.value)
+        shown = _code(f'"{default}"' if isinstance(default, str) else repr(default))
+        rows.append(f"| {_code(name)} | {_type(ast.unparse(node.annotation))} | {shown} | {_cell(description)} |")
+    return "\n".join(rows) + "\n"
+
+
+GENERATORS = {"options": options_table, "health": health_table}
+
+
+def generated(page: str) -> str:
+    """``page`` with every generated block made anew from the code."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(2)
+        if name not in GENERATORS:
+            raise ReferenceError(f"unknown generated block {name!r}; known: {sorted(GENERATORS)}")
+        return match.group(1) + GENERATORS[name]() + match.group(4)
+
+    return _BLOCK.sub(replace, page)
+
+
+def check(page: str) -> None:
+    """Raise unless every generated block of ``page`` is what the code generates now."""
+    names = [match.group(2) for match in _BLOCK.finditer(page)]
+    if sorted(names) != sorted(GENERATORS):
+        raise ReferenceError(f"docs/configuration.md must hold the generated blocks {sorted(GENERATORS)}")
+    if generated(page) != page:
+        raise ReferenceError(
+            f"docs/configuration.md differs from the options in the code: run `{WRITE_COMMAND}` and commit it"
+        )
+
+
+def include(markdown: str) -> str:
+    """Each ``<!-- include: FILE -->`` replaced by that root file, its H1 left out."""
+
+    def replace(match: re.Match[str]) -> str:
+        text = (ROOT / match.group(1)).read_text()
+        return re.sub(r"\A# .*\n", "", text)
+
+    return _INCLUDE.sub(replace, markdown)
+
+
+def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
+    """MkDocs event: check the configuration page, fill the changelog page."""
+    from mkdocs.exceptions import PluginError
+
+    try:
+        if page.file.src_uri == "configuration.md":
+            check(markdown)
+        return include(markdown)
+    except ReferenceError as exc:
+        raise PluginError(str(exc)) from exc
+
+
+def main(argv: list[str]) -> int:
+    page = PAGE.read_text()
+    if argv == ["--write"]:
+        PAGE.write_text(generated(page))
+        return 0
+    if argv == ["--check"]:
+        try:
+            check(page)
+        except ReferenceError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        return 0
+    print(f"usage: {Path(__file__).name} --write | --check", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
