@@ -99,7 +99,7 @@ def test_the_apps_send_traces_over_otlp_to_jaeger_and_serve_metrics_to_prometheu
     assert job["job_name"] == "dramatiq"  # what DramatiqMetricsEndpointDown watches
     (targets,) = [group["targets"] for group in job["static_configs"]]
     dockerfile = (EXAMPLES / "Dockerfile").read_text()
-    extras = set(re.search(r'/src\[([\w,]+)\]', dockerfile).group(1).split(","))  # type: ignore[union-attr]
+    extras = set(re.search(r"/src\[([\w,]+)\]", dockerfile).group(1).split(","))  # type: ignore[union-attr]
     assert {"instruments", "redis", "django", "otlp", "prometheus", "sdk"} <= extras
     for name in ("web", "worker"):
         env = services[name]["environment"]
@@ -115,7 +115,9 @@ def test_the_apps_send_traces_over_otlp_to_jaeger_and_serve_metrics_to_prometheu
 
 
 def test_grafana_data_sources_point_at_the_compose_services(services):
-    sources = yaml.safe_load((EXAMPLES / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text())
+    sources = yaml.safe_load(
+        (EXAMPLES / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text()
+    )
     urls = {source["type"]: source["url"] for source in sources["datasources"]}
     assert urls == {"prometheus": "http://prometheus:9090", "jaeger": "http://jaeger:16686"}
     assert {"prometheus", "jaeger"} <= set(services)

@@ -1,14 +1,15 @@
 """MkDocs hook: the configuration reference, generated from the code, and the changelog page.
 
-The tables of ``docs/configuration.md`` between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``
-are made from the code:
+The tables of ``docs/configuration.md`` (and ``docs/compatibility.md``) between
+``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` are made from the code:
 
 - ``options``: every field of ``config.Options`` (the keyword arguments of ``instrument()``), its
   type from ``Options.resolve``'s signature, its default, its ``OTEL_PYTHON_DRAMATIQ_*`` variable
   (found by setting the variable and resolving: an option that reads it changes or refuses the
   value) and its description (the ``#:`` comment above the field);
 - ``health``: every field of ``django.conf.HealthSettings`` (the ``DRAMATIQ_HEALTH`` keys), read
-  with ``ast`` so that building the docs needs no Django.
+  with ``ast`` so that building the docs needs no Django;
+- ``lowest`` (compatibility page): the pins of ``.ci/lowest-constraints.txt``.
 
 The committed page must equal what this generates: ``mkdocs build --strict`` fails otherwise, naming
 the command that rewrites it (``python docs/hooks/reference.py --write``), so the page cannot drift
@@ -25,7 +26,7 @@ import dataclasses
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -145,10 +146,11 @@ def options_table() -> str:
             raise ReferenceError(f"Options.{field.name} is not a keyword argument of Options.resolve()")
         variable = config.ENV_PREFIX + field.name.upper()
         kind = signature[field.name].removesuffix(" | None")
-        env = _code(variable) if _reads_variable(config.Options, variable) else "–"
+        env = _code(variable) if _reads_variable(config.Options, variable) else "\N{EN DASH}"
         description, _ = docs[field.name]
         rows.append(
-            f"| {_code(field.name)} | {env} | {_type(kind)} | {_default(field.default)} | {_cell(description)} |"
+            f"| {_code(field.name)} | {env} | {_type(kind)} | {_default(field.default)} "
+            f"| {_cell(description)} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -168,33 +170,52 @@ def health_table() -> str:
     for name, (description, node) in field_docs(PACKAGE / "django" / "conf.py", "HealthSettings").items():
         default = _ast_default(node.value)
         shown = _code(f'"{default}"' if isinstance(default, str) else repr(default))
-        rows.append(f"| {_code(name)} | {_type(ast.unparse(node.annotation))} | {shown} | {_cell(description)} |")
+        rows.append(
+            f"| {_code(name)} | {_type(ast.unparse(node.annotation))} | {shown} | {_cell(description)} |"
+        )
     return "\n".join(rows) + "\n"
 
 
-GENERATORS = {"options": options_table, "health": health_table}
+def lowest_table() -> str:
+    """The pins of ``.ci/lowest-constraints.txt``: what the oldest-releases run installs."""
+    rows = ["| Package | Oldest release tested |", "|---|---|"]
+    for line in (ROOT / ".ci" / "lowest-constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            rows.append(f"| `{name.strip()}` | {version.strip()} |")
+    return "\n".join(rows) + "\n"
 
 
-def generated(page: str) -> str:
+GENERATORS: dict[str, Callable[[], str]] = {"options": options_table, "health": health_table}
+#: Each page with generated blocks, and the generators of its blocks.
+PAGES: dict[Path, dict[str, Callable[[], str]]] = {
+    PAGE: GENERATORS,
+    ROOT / "docs" / "compatibility.md": {"lowest": lowest_table},
+}
+
+
+def generated(page: str, generators: dict[str, Callable[[], str]]) -> str:
     """``page`` with every generated block made anew from the code."""
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(2)
-        if name not in GENERATORS:
-            raise ReferenceError(f"unknown generated block {name!r}; known: {sorted(GENERATORS)}")
-        return match.group(1) + GENERATORS[name]() + match.group(4)
+        if name not in generators:
+            raise ReferenceError(f"unknown generated block {name!r}; known: {sorted(generators)}")
+        return match.group(1) + generators[name]() + match.group(4)
 
     return _BLOCK.sub(replace, page)
 
 
-def check(page: str) -> None:
+def check(path: Path, page: str) -> None:
     """Raise unless every generated block of ``page`` is what the code generates now."""
+    generators = PAGES[path]
     names = [match.group(2) for match in _BLOCK.finditer(page)]
-    if sorted(names) != sorted(GENERATORS):
-        raise ReferenceError(f"docs/configuration.md must hold the generated blocks {sorted(GENERATORS)}")
-    if generated(page) != page:
+    where = path.relative_to(ROOT)
+    if sorted(names) != sorted(generators):
+        raise ReferenceError(f"{where} must hold the generated blocks {sorted(generators)}, has {names}")
+    if generated(page, generators) != page:
         raise ReferenceError(
-            f"docs/configuration.md differs from the options in the code: run `{WRITE_COMMAND}` and commit it"
+            f"{where} differs from what the code generates: run `{WRITE_COMMAND}` and commit it"
         )
 
 
@@ -213,21 +234,23 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     from mkdocs.exceptions import PluginError
 
     try:
-        if page.file.src_uri == "configuration.md":
-            check(markdown)
+        path = ROOT / "docs" / page.file.src_uri
+        if path in PAGES:
+            check(path, markdown)
         return include(markdown)
     except ReferenceError as exc:
         raise PluginError(str(exc)) from exc
 
 
 def main(argv: list[str]) -> int:
-    page = PAGE.read_text()
     if argv == ["--write"]:
-        PAGE.write_text(generated(page))
+        for path, generators in PAGES.items():
+            path.write_text(generated(path.read_text(), generators))
         return 0
     if argv == ["--check"]:
         try:
-            check(page)
+            for path in PAGES:
+                check(path, path.read_text())
         except ReferenceError as exc:
             print(exc, file=sys.stderr)
             return 1
