@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
 import os
 import re
 import sys
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-PACKAGE = ROOT / "opentelemetry_instrumentation_dramatiq_cfg"
 PAGE = ROOT / "docs" / "configuration.md"
 CHANGELOG = ROOT / "CHANGELOG.md"
 WRITE_COMMAND = "python docs/hooks/reference.py --write"
@@ -42,6 +42,18 @@ _INCLUDE = re.compile(r"<!-- include: ([\w.]+) -->")
 
 class ReferenceError(Exception):
     """The docs disagree with the code, or the code lacks a description."""
+
+
+def _package() -> Path:
+    """The package's directory: the checkout's, or the installed one when the checkout has none (the
+    sdist's tests run against the installed wheel)."""
+    sys.path.append(str(ROOT))
+    try:
+        spec = importlib.util.find_spec("opentelemetry_instrumentation_dramatiq_cfg")
+    finally:
+        sys.path.remove(str(ROOT))
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent
 
 
 def field_docs(source: Path, class_name: str) -> dict[str, tuple[str, ast.AnnAssign]]:
@@ -61,7 +73,7 @@ def field_docs(source: Path, class_name: str) -> dict[str, tuple[str, ast.AnnAss
             row -= 1
         if not comment:
             raise ReferenceError(
-                f"{source.relative_to(ROOT)}: {class_name}.{node.target.id} has no '#:' description "
+                f"{source.name}: {class_name}.{node.target.id} has no '#:' description "
                 "on the line(s) above it; every option is documented there"
             )
         found[node.target.id] = (" ".join(comment), node)
@@ -76,8 +88,8 @@ def _code(text: str) -> str:
     return f"`{text}`"
 
 
-def _type(annotation: str) -> str:
-    """``a | b`` as `` `a` or `b` `` (top-level unions only): no pipe inside a table cell."""
+def _split_union(annotation: str) -> list[str]:
+    """The members of a top-level ``a | b`` union (one member if none)."""
     parts, depth, start = [], 0, 0
     for index, char in enumerate(annotation):
         depth += {"[": 1, "]": -1}.get(char, 0)
@@ -85,7 +97,21 @@ def _type(annotation: str) -> str:
             parts.append(annotation[start:index].strip())
             start = index + 1
     parts.append(annotation[start:].strip())
-    return " or ".join(_code(part.replace(" | ", " \\| ")) for part in parts)
+    return parts
+
+
+def _no_pipes(annotation: str) -> str:
+    """``X[a | b]`` as ``X[Union[a, b]]``: a pipe cannot stand inside a table cell's code."""
+    if "[" not in annotation:
+        return annotation
+    name, _, inner = annotation.partition("[")
+    members = [_no_pipes(member) for member in _split_union(inner[:-1])]
+    return f"{name}[{members[0] if len(members) == 1 else 'Union[' + ', '.join(members) + ']'}]"
+
+
+def _type(annotation: str) -> str:
+    """``a | b`` as `` `a` or `b` `` for a table cell."""
+    return " or ".join(_code(_no_pipes(part)) for part in _split_union(annotation))
 
 
 def _default(value: Any) -> str:
@@ -124,35 +150,38 @@ def _reads_variable(options: Any, variable: str) -> bool:
 
 
 def options_table() -> str:
-    sys.path.insert(0, str(ROOT))
-    try:
-        from opentelemetry_instrumentation_dramatiq_cfg import config
-    finally:
-        sys.path.remove(str(ROOT))
-    docs = field_docs(PACKAGE / "config.py", "Options")
+    """A summary table linking to one section per option (keyword, variable, type, default, text)."""
+    package = _package()
+    from opentelemetry_instrumentation_dramatiq_cfg import config
+
+    docs = field_docs(package / "config.py", "Options")
     signature = {
         arg.arg: ast.unparse(arg.annotation)
-        for node in ast.walk(ast.parse((PACKAGE / "config.py").read_text()))
+        for node in ast.walk(ast.parse((package / "config.py").read_text()))
         if isinstance(node, ast.FunctionDef) and node.name == "resolve"
         for arg in node.args.kwonlyargs
         if arg.annotation is not None
     }
-    rows = [
-        "| Keyword argument | Environment variable | Type | Default | Description |",
-        "|---|---|---|---|---|",
-    ]
+    rows = ["| Keyword argument | Environment variable | Default |", "|---|---|---|"]
+    sections = []
     for field in dataclasses.fields(config.Options):
         if field.name not in signature:
             raise ReferenceError(f"Options.{field.name} is not a keyword argument of Options.resolve()")
         variable = config.ENV_PREFIX + field.name.upper()
-        kind = signature[field.name].removesuffix(" | None")
+        kind = _type(signature[field.name].removesuffix(" | None"))
         env = _code(variable) if _reads_variable(config.Options, variable) else "\N{EN DASH}"
+        default = _default(field.default)
         description, _ = docs[field.name]
-        rows.append(
-            f"| {_code(field.name)} | {env} | {_type(kind)} | {_default(field.default)} "
-            f"| {_cell(description)} |"
+        rows.append(f"| [{_code(field.name)}](#{field.name}) | {env} | {default} |")
+        no_env = "none (keyword argument only)"
+        sections.append(
+            f"### `{field.name}`\n\n"
+            f"{description}\n\n"
+            f"- Environment variable: {env if env.startswith('`') else no_env}\n"
+            f"- Type: {kind}\n"
+            f"- Default: {default}\n"
         )
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n\n" + "\n".join(sections)
 
 
 def _ast_default(value: ast.expr | None) -> Any:
@@ -167,7 +196,7 @@ def _ast_default(value: ast.expr | None) -> Any:
 
 def health_table() -> str:
     rows = ["| `DRAMATIQ_HEALTH` key | Type | Default | Description |", "|---|---|---|---|"]
-    for name, (description, node) in field_docs(PACKAGE / "django" / "conf.py", "HealthSettings").items():
+    for name, (description, node) in field_docs(_package() / "django" / "conf.py", "HealthSettings").items():
         default = _ast_default(node.value)
         shown = _code(f'"{default}"' if isinstance(default, str) else repr(default))
         rows.append(

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 from datetime import datetime
@@ -262,7 +261,9 @@ def make_prometheus(output: Path, minutes: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("picture", choices=["trace", "prometheus"])
     parser.add_argument("--minutes", type=float, default=4.0, help="workload length (prometheus)")
     arguments = parser.parse_args()
@@ -270,7 +271,6 @@ def main() -> None:
         make_trace(DOCS / "trace-tree.png")
     else:
         make_prometheus(DOCS / "prometheus-graphs.png", arguments.minutes)
-    threading.Event().wait(0)
 
 
 if __name__ == "__main__":
