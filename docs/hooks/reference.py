@@ -215,11 +215,49 @@ def lowest_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _imports(module: Path, package: Path) -> tuple[set[str], bool]:
+    """The modules of this package that ``module`` imports, and whether it imports OpenTelemetry."""
+    own, telemetry = set(), False
+    base = list(module.relative_to(package).parent.parts)
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            parent = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+            if node.module:
+                own.add(".".join([*parent, node.module]))
+            else:
+                own.update(".".join([*parent, alias.name]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            name = node.module
+            if name.startswith(package.name):
+                own.add(name.removeprefix(package.name).lstrip(".") or "__init__")
+            telemetry |= name.split(".")[0] == "opentelemetry"
+        elif isinstance(node, ast.Import):
+            telemetry |= any(alias.name.split(".")[0] == "opentelemetry" for alias in node.names)
+    return own, telemetry
+
+
+def modules_table() -> str:
+    """Every module of the package and what of the package it imports (sizes change too often)."""
+    package = _package()
+    rows = ["| Module | Imports of this package | OpenTelemetry |", "|---|---|---|"]
+    for module in sorted(package.rglob("*.py")):
+        relative = module.relative_to(package)
+        if "migrations" in relative.parts or (
+            module.name == "__init__.py" and not module.read_text().strip()
+        ):
+            continue
+        own, telemetry = _imports(module, package)
+        names = ", ".join(f"`{name}`" for name in sorted(own)) or "\N{EN DASH}"
+        rows.append(f"| `{relative.as_posix()}` | {names} | {'yes' if telemetry else 'no'} |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {"options": options_table, "health": health_table}
 #: Each page with generated blocks, and the generators of its blocks.
 PAGES: dict[Path, dict[str, Callable[[], str]]] = {
     PAGE: GENERATORS,
     ROOT / "docs" / "compatibility.md": {"lowest": lowest_table},
+    ROOT / "docs" / "architecture.md": {"modules": modules_table},
 }
 
 
