@@ -49,7 +49,7 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def screenshot(url: str, output: Path, width: int, height: int, wait_ms: int = 5000) -> None:
+def screenshot(url: str, output: Path, width: int, height: int, wait_ms: int = 5000, scale: int = 1) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("chromium is not installed (apt-get install chromium)")
@@ -60,6 +60,7 @@ def screenshot(url: str, output: Path, width: int, height: int, wait_ms: int = 5
                 *CHROMIUM_FLAGS,
                 f"--user-data-dir={profile}",
                 f"--window-size={width},{height}",
+                f"--force-device-scale-factor={scale}",
                 f"--virtual-time-budget={wait_ms}",
                 f"--screenshot={output}",
                 url,
@@ -120,8 +121,8 @@ def trace_page(spans: list[dict[str, Any]]) -> str:
     rows: list[str] = []
 
     def add(span: dict[str, Any], depth: int) -> None:
-        begin = (_seconds(span["start_time"]) - start) / total * 88  # room for the last note
-        width = max((_seconds(span["end_time"]) - _seconds(span["start_time"])) / total * 88, 0.25)
+        begin = (_seconds(span["start_time"]) - start) / total * 84  # room for the last note
+        width = max((_seconds(span["end_time"]) - _seconds(span["start_time"])) / total * 84, 0.25)
         error = span["status"]["status_code"] == "ERROR"
         kind = span["kind"].removeprefix("SpanKind.")
         outcome = span["attributes"].get("messaging.dramatiq.outcome", "")
@@ -140,14 +141,15 @@ def trace_page(spans: list[dict[str, Any]]) -> str:
     for root in children[None]:
         add(root, 0)
     ticks = "".join(
-        f'<span class="tick" style="left:{i * 22}%">{total * 1000 * i / 4:.0f} ms</span>' for i in range(5)
+        f'<span class="tick" style="left:{i * 21}%">{total * 1000 * i / 4:.0f} ms</span>' for i in range(5)
     )
     return f"""<!doctype html><meta charset="utf-8"><style>
 * {{ box-sizing: border-box; }}
 body {{ font: 13px/1.2 sans-serif; margin: 16px; color: #222; background: #fff; }}
-h1 {{ font-size: 16px; margin: 0 0 10px; }}
+h1 {{ font-size: 16px; margin: 0 0 4px; }}
+.legend {{ margin: 0 0 10px; color: #555; }}
 .row, .axis {{ display: flex; border-bottom: 1px solid #eee; height: 26px; align-items: center; }}
-.name {{ width: 420px; flex: none; white-space: nowrap; overflow: hidden; }}
+.name {{ width: 360px; flex: none; white-space: nowrap; overflow: hidden; }}
 .kind {{ color: #888; font-size: 11px; }}
 .lane {{ position: relative; flex: 1; height: 26px; border-left: 1px solid #ddd; }}
 .bar {{ position: absolute; top: 7px; height: 12px; border-radius: 2px; }}
@@ -156,8 +158,8 @@ h1 {{ font-size: 16px; margin: 0 0 10px; }}
 .note {{ position: absolute; top: 6px; font-size: 11px; color: #555; white-space: nowrap; }}
 .tick {{ position: absolute; font-size: 11px; color: #888; padding-left: 3px; border-left: 1px solid #ccc; }}
 </style>
-<h1>Trace of examples/quickstart.py — {len(spans)} spans, {total * 1000:.0f} ms
-(blue: send, PRODUCER · green: process, CONSUMER · red: ERROR · grey: a span inside an actor)</h1>
+<h1>Trace of examples/quickstart.py: {len(spans)} spans, {total * 1000:.0f} ms</h1>
+<p class="legend">blue: send (PRODUCER) · green: process (CONSUMER) · red: status ERROR · grey: INTERNAL</p>
 <div class="axis"><div class="name"><b>Span</b></div><div class="lane">{ticks}</div></div>
 {"".join(rows)}
 """
@@ -168,7 +170,7 @@ def make_trace(output: Path) -> None:
     with tempfile.TemporaryDirectory() as directory:
         page = Path(directory) / "trace.html"
         page.write_text(trace_page(spans))
-        screenshot(page.as_uri(), output, 1400, 27 * len(spans) + 110, wait_ms=1000)
+        screenshot(page.as_uri(), output, 1100, 27 * len(spans) + 110, wait_ms=1000, scale=2)
 
 
 # --- prometheus ----------------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def run_workload(minutes: float) -> tuple[Any, Any]:
 
     @dramatiq.actor(queue_name="reports", max_retries=2, min_backoff=100, max_backoff=200)
     def build_report() -> None:
-        time.sleep(random.uniform(0.05, 0.25))
+        time.sleep(random.uniform(0.2, 0.8))
         if random.random() < 0.2:
             raise RuntimeError("report source unavailable")
 
@@ -228,7 +230,7 @@ def run_workload(minutes: float) -> tuple[Any, Any]:
         burst += 1
         for _ in range(random.randint(20, 60) if burst % 4 == 0 else random.randint(3, 10)):
             send_email.send()
-        for _ in range(random.randint(2, 6) if burst % 3 == 0 else 1):
+        for _ in range(random.randint(4, 12) if burst % 3 == 0 else 1):
             build_report.send()
         time.sleep(5)
 
@@ -257,7 +259,7 @@ def make_prometheus(output: Path, minutes: float) -> None:
                 }
             )
         url = f"{prometheus.url}/graph?{urllib.parse.urlencode(params)}"
-        screenshot(url, output, 1400, 1900, wait_ms=15000)
+        screenshot(url, output, 1400, 2500, wait_ms=15000)
     finally:
         cleanup()
 
