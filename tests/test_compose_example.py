@@ -109,6 +109,7 @@ def test_the_apps_send_traces_over_otlp_to_jaeger_and_serve_metrics_to_prometheu
         assert env["OTEL_METRICS_EXPORTER"] == "dramatiq_prometheus"
         assert env["OTEL_EXPORTER_PROMETHEUS_HOST"] == "0.0.0.0"
         assert f"{name}:{env['OTEL_EXPORTER_PROMETHEUS_PORT']}" in targets
+    assert services["jaeger"]["environment"]["JAEGER_LISTEN_HOST"] == "0.0.0.0"  # not only localhost
     assert services["web"]["environment"]["OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED"] == "false"
     assert services["worker"]["environment"]["OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED"] == "true"
     assert len(targets) == 2
