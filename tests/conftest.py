@@ -244,3 +244,9 @@ def process_all(broker: dramatiq.Broker, *queue_names: str) -> None:
 
 def spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+def server_attributes(broker_kind: str) -> dict[str, Any]:
+    """``server.address``/``server.port`` the telemetry of a ``broker_kind`` broker carries."""
+    address = {"redis": REDIS, "rabbitmq": RABBITMQ}.get(broker_kind)
+    return {"server.address": address[0], "server.port": address[1]} if address else {}
