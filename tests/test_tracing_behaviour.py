@@ -11,7 +11,7 @@ from dramatiq.middleware.asyncio import AsyncIO
 from dramatiq.results import Results
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from .conftest import process_all, spans_named, wait_processed
 
@@ -113,18 +113,24 @@ def test_retry_attempts_share_the_original_trace(broker, start_worker, queue_nam
     wait_processed(broker, queue_name, start_worker())
 
     (original,) = [s for s in spans_named(span_exporter, f"send {queue_name}") if s.parent is None]
+    assert original.kind is SpanKind.PRODUCER and original.links == ()
     attempts = process_spans(span_exporter, queue_name)
     assert [a.attributes["messaging.dramatiq.message.retries"] for a in attempts] == [0, 1, 2]
     assert all(a.parent.span_id == original.context.span_id for a in attempts)
+    assert all([link.context.span_id for link in a.links] == [original.context.span_id] for a in attempts)
     assert {a.context.trace_id for a in attempts} == {original.context.trace_id}
     assert [a.attributes["messaging.dramatiq.outcome"] for a in attempts] == ["retry", "retry", "failed"]
     for attempt in attempts:
         assert attempt.status.status_code is StatusCode.ERROR
         assert attempt.attributes["error.type"] == "ConnectionError"
+        assert attempt.status.description == "down"  # the message alone (recording-errors.md)
         assert [e.name for e in attempt.events] == ["exception"]
     retry_sends = [s for s in spans_named(span_exporter, f"send {queue_name}") if s.parent is not None]
     assert sorted(s.parent.span_id for s in retry_sends) == sorted(a.context.span_id for a in attempts[:2])
     assert all(s.attributes["messaging.dramatiq.reenqueue"] for s in retry_sends)
+    # Not the creation context: CLIENT, linked to the one the message carries (messaging-spans.md).
+    assert {s.kind for s in retry_sends} == {SpanKind.CLIENT}
+    assert all([link.context.span_id for link in s.links] == [original.context.span_id] for s in retry_sends)
     assert {s.attributes["messaging.message.id"] for s in retry_sends} == {message.message_id}
 
 
@@ -370,6 +376,7 @@ def test_a_failed_enqueue_ends_the_send_span_with_the_original_error(instrument,
     )
     assert type(raised.value).__module__.startswith("redis")
     assert send.events[0].attributes["exception.message"] == str(raised.value)
+    assert send.status.description == str(raised.value)
 
 
 def test_use_links_starts_a_new_trace_linked_to_the_send(instrument, queue_name, span_exporter):
