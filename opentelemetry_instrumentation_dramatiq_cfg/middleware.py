@@ -286,8 +286,11 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             if delay is not None:
                 options[DUE_OPTION] = options.get("eta", current_millis() + delay)
             reenqueue = propagation.carries_context(options)
-            if reenqueue and not trace.get_current_span().get_span_context().is_valid:
-                return  # a delayed message coming due, moved by the worker: not a send by anybody
+            # A delayed message coming due, moved by the worker: not a send by anybody. Told by its
+            # creation context, or (traces off: none was injected) by the due time we stored.
+            moved = reenqueue or (delay is None and DUE_OPTION in options)
+            if moved and not trace.get_current_span().get_span_context().is_valid:
+                return
             span = None
             if self.options.traces_enabled:
                 span = self._start_send_span(broker, message, queue, delay, reenqueue)

@@ -317,3 +317,30 @@ def test_nothing_is_recorded_until_the_meter_provider_has_a_reader(
     assert in_flight.value == 0
     (sent,) = points(reader, "messaging.client.sent.messages")
     assert sent.value == 2
+
+
+@pytest.mark.parametrize("traces_enabled", [True, False])
+def test_the_workers_move_of_a_due_message_is_not_a_send(
+    instrument, queue_name, metric_reader, traces_enabled
+):
+    """sent.messages counts the application's sends and Retries' re-sends, never the worker moving a
+    due message from the delay queue, with or without traces (0.1.x counted the move without them)."""
+    from dramatiq.brokers.stub import StubBroker
+
+    instrument(traces_enabled=traces_enabled)
+    broker = StubBroker()
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name=queue_name, max_retries=1, min_backoff=1, max_backoff=2)
+    def sometimes(fail):
+        if fail:
+            raise ValueError("once")
+
+    sometimes.send(True)  # a send, then Retries' re-send (delayed), then the worker's move
+    sometimes.send_with_options(args=(False,), delay=1)  # a send, then the worker's move
+    process_all(broker, queue_name)
+
+    (sent,) = points(metric_reader, "messaging.client.sent.messages")
+    assert sent.value == 3
+    (duration,) = points(metric_reader, "messaging.client.operation.duration")
+    assert duration.count == 3
