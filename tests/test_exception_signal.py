@@ -21,7 +21,7 @@ from opentelemetry.trace import StatusCode
 
 from opentelemetry_instrumentation_dramatiq_cfg.exception_signal import OPT_IN_VARIABLE, ExceptionSignal
 
-from .conftest import process_all, spans_named
+from .conftest import process_all, send_to_unreachable_redis, spans_named
 
 # Renamed InMemoryLogRecordExporter in SDK 1.38 (the old name warns); the oldest releases have the old.
 InMemoryLogExporter = getattr(log_export, "InMemoryLogRecordExporter", None) or log_export.InMemoryLogExporter
@@ -153,23 +153,13 @@ def test_with_logs_dup_a_failure_is_both(
 def test_a_failed_send_is_a_warn_send_exception_event(
     instrument, logger_provider, log_exporter, span_exporter, monkeypatch
 ):
-    from dramatiq.brokers.redis import RedisBroker
-
     monkeypatch.setenv(OPT_IN_VARIABLE, "logs")
     instrument(logger_provider=logger_provider)
-    broker = RedisBroker(url="redis://127.0.0.1:1/0")
-    dramatiq.set_broker(broker)
-
-    @dramatiq.actor(queue_name="unreachable")
-    def lost():
-        pass
-
-    with pytest.raises(Exception) as raised:
-        lost.send()
+    raised = send_to_unreachable_redis()
 
     (send,) = spans_named(span_exporter, "send unreachable")
     assert send.status.status_code is StatusCode.ERROR
-    assert send.status.description == str(raised.value)
+    assert send.status.description == str(raised)
     assert send.events == ()
     (record,) = exception_events(log_exporter)
     assert event_name(record) == "messaging.send.exception"

@@ -13,7 +13,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from .conftest import process_all, spans_named, wait_processed
+from .conftest import process_all, send_to_unreachable_redis, spans_named, wait_processed
 
 
 def process_spans(exporter, queue_name):
@@ -356,27 +356,15 @@ def test_messages_without_context_start_a_new_trace(broker, start_worker, queue_
 
 
 def test_a_failed_enqueue_ends_the_send_span_with_the_original_error(instrument, span_exporter):
-    from dramatiq.brokers.redis import RedisBroker
-
     instrument()
-    broker = RedisBroker(url="redis://127.0.0.1:1/0")
-    dramatiq.set_broker(broker)
-
-    @dramatiq.actor(queue_name="unreachable")
-    def lost():
-        pass
-
-    with pytest.raises(Exception) as raised:
-        lost.send()
+    raised = send_to_unreachable_redis()
 
     (send,) = spans_named(span_exporter, "send unreachable")
     assert send.status.status_code is StatusCode.ERROR
-    assert (
-        send.attributes["error.type"] == f"{type(raised.value).__module__}.{type(raised.value).__qualname__}"
-    )
-    assert type(raised.value).__module__.startswith("redis")
-    assert send.events[0].attributes["exception.message"] == str(raised.value)
-    assert send.status.description == str(raised.value)
+    assert send.attributes["error.type"] == f"{type(raised).__module__}.{type(raised).__qualname__}"
+    assert type(raised).__module__.startswith("redis")
+    assert send.events[0].attributes["exception.message"] == str(raised)
+    assert send.status.description == str(raised)
 
 
 def test_use_links_starts_a_new_trace_linked_to_the_send(instrument, queue_name, span_exporter):
