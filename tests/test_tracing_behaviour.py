@@ -486,3 +486,31 @@ def _results_backend(broker):
 
 def _all(exporter):
     return exporter.get_finished_spans()
+
+
+def test_a_resent_message_gets_a_client_span_linked_to_its_creation_context(
+    instrument, queue_name, span_exporter, tracer_provider
+):
+    """The application sending the same message object twice: the second send is not the creation
+    context (messaging-spans.md, "Send span (client)"); the message's traceparent is left as it was."""
+    from dramatiq.brokers.stub import StubBroker
+
+    instrument()
+    broker = StubBroker()
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name=queue_name)
+    def twice():
+        pass
+
+    message = twice.send()
+    traceparent = message.options["traceparent"]
+    with tracer_provider.get_tracer("test").start_as_current_span("resend") as resend:
+        broker.enqueue(message)
+    assert message.options["traceparent"] == traceparent
+
+    first, second = sorted(spans_named(span_exporter, f"send {queue_name}"), key=lambda s: s.start_time)
+    assert (first.kind, second.kind) == (SpanKind.PRODUCER, SpanKind.CLIENT)
+    assert second.parent.span_id == resend.get_span_context().span_id
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
+    assert second.attributes["messaging.dramatiq.reenqueue"] is True
