@@ -29,7 +29,9 @@ Configuration
 ``instrument()`` takes the keyword arguments below; each one left out is read from its environment
 variable (see :mod:`.config` for details and accepted values).
 
-* ``tracer_provider`` / ``meter_provider``: providers to use instead of the global ones.
+* ``tracer_provider`` / ``meter_provider`` / ``logger_provider``: providers to use instead of the
+  global ones (the logger provider receives exception log events, see
+  ``OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`` in :mod:`.exception_signal`).
 * ``excluded_actors`` / ``excluded_queues`` (``OTEL_PYTHON_DRAMATIQ_EXCLUDED_ACTORS`` /
   ``..._EXCLUDED_QUEUES``): names whose messages get no telemetry.
 * ``use_links`` (``OTEL_PYTHON_DRAMATIQ_USE_LINKS``): start each process span as a new trace linked to

@@ -9,6 +9,7 @@ Option (keyword argument)                         Environment variable          
 ================================================  =====================================  =========
 ``tracer_provider``                               (global provider)                      global
 ``meter_provider``                                (global provider)                      global
+``logger_provider`` (exception log events)         (global provider)                      global
 ``excluded_actors`` (iterable of actor names)     ``OTEL_PYTHON_DRAMATIQ_EXCLUDED_ACTORS``  none
 ``excluded_queues`` (iterable of queue names)     ``OTEL_PYTHON_DRAMATIQ_EXCLUDED_QUEUES``  none
 ``use_links`` (bool)                              ``OTEL_PYTHON_DRAMATIQ_USE_LINKS``        false
@@ -33,6 +34,10 @@ that fails for good, the second once per processed attempt (see :mod:`.hooks`).
 ``dramatiq.tasks`` and ``dramatiq.task.duration``, the monitoring guide's series) or ``semconv`` (only
 the messaging semantic-convention metrics); the queue-state gauges follow ``queue_metrics_enabled``.
 
+Exceptions of failed sends and attempts are recorded as span events, log events (to
+``logger_provider``) or both, as ``OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`` says (see
+:mod:`.exception_signal`).
+
 Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
 """
 
@@ -44,6 +49,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Union
 
+from opentelemetry._logs import LoggerProvider
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, TracerProvider
 
@@ -80,6 +86,9 @@ class Options:
     tracer_provider: TracerProvider | None = None
     #: Meter provider to use; `None` (the default) takes the global one.
     meter_provider: MeterProvider | None = None
+    #: Logger provider for exception log events (`OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`); `None` (the
+    #: default) takes the global one.
+    logger_provider: LoggerProvider | None = None
     #: Actor names whose messages get no telemetry (comma-separated in the variable).
     excluded_actors: frozenset[str] = frozenset()
     #: Queue names whose messages get no telemetry (comma-separated in the variable).
@@ -116,6 +125,7 @@ class Options:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
         excluded_actors: Iterable[str] | str | None = None,
         excluded_queues: Iterable[str] | str | None = None,
         use_links: bool | None = None,
@@ -140,6 +150,7 @@ class Options:
         return cls(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            logger_provider=logger_provider,
             excluded_actors=_names("excluded_actors", excluded_actors),
             excluded_queues=_names("excluded_queues", excluded_queues),
             use_links=_flag("use_links", use_links, default=False),

@@ -159,7 +159,7 @@ def instruments_for(meter_provider: MeterProvider | None, metrics_set: str = MET
 
 
 def _create(meter_provider: MeterProvider | None, metrics_set: str) -> Instruments:
-    meter = get_meter(__name__, __version__, meter_provider)
+    meter = get_meter(__name__, __version__, meter_provider, schema_url=semconv.SCHEMA_URL)
     buckets = list(semconv.DURATION_BUCKETS)
     semconv_on = metrics_set in (METRICS_ALL, METRICS_SEMCONV)
     guide_on = metrics_set in (METRICS_ALL, METRICS_GUIDE)
@@ -193,14 +193,14 @@ def _create(meter_provider: MeterProvider | None, metrics_set: str) -> Instrumen
             meter,
             semconv.MESSAGING_CLIENT_CONSUMED_MESSAGES,
             unit="{message}",
-            description="Number of messages delivered to a Dramatiq worker.",
+            description="Number of messages delivered to a Dramatiq worker (skipped ones included).",
         )
         if semconv_on
         else None,
         tasks=_counter(
             meter,
             semconv.METRIC_TASKS,
-            unit="",
+            unit="{task}",
             description="Tasks processed, by actor and status (success, failure, retry, skipped).",
         )
         if guide_on
@@ -260,7 +260,7 @@ class QueueGauges:
     """Observable gauges of queue state, read from the brokers by :mod:`.queue_state`.
 
     ``dramatiq.queue.depth`` (pending), ``dramatiq.queue.delayed`` and ``dramatiq.queue.dead_lettered``,
-    each with the ``queue_name`` attribute, and ``dramatiq.workers`` with ``queue_name`` and ``status``
+    each with the ``queue_name`` attribute, and ``dramatiq.worker.count`` with ``queue_name`` and ``status``
     (``active``/``stale``): the workers consuming each queue, as the health view counts them (the
     worker registry on Redis and the StubBroker, consumer counts on RabbitMQ, which has no ``stale``).
     A queue nobody consumes reports ``active`` 0, so an alert can tell it from an unread broker.
@@ -278,7 +278,7 @@ class QueueGauges:
         self._readers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._read_at = -math.inf
         self._snapshot: dict[str, list[Observation]] = {}
-        meter = get_meter(__name__, __version__, meter_provider)
+        meter = get_meter(__name__, __version__, meter_provider, schema_url=semconv.SCHEMA_URL)
         for name, description in (
             (semconv.METRIC_QUEUE_DEPTH, "Messages waiting in a queue (pending, not yet delivered)."),
             (semconv.METRIC_QUEUE_DELAYED, "Delayed messages (retries and eta) waiting in a queue."),

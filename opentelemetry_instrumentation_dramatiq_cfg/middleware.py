@@ -6,14 +6,16 @@ be listed by dotted path in a broker's middleware list (django_dramatiq's
 and it sees what Retries decided.
 
 Producer side: ``before_enqueue`` starts a ``send {queue}`` PRODUCER span and injects its context into
-``message.options``; ``after_enqueue`` ends it; if the broker raises, the instrumentor's enqueue
-wrapper ends it with ERROR (see :func:`abandon_sends`). A message that already carries a creation
-context (a retry, a delayed message coming due) keeps it: a retry gets a send span of its own, child
-of the failed attempt, and a delayed message moved by the worker gets none.
+``message.options`` (the message's creation context); ``after_enqueue`` ends it; if the broker raises,
+the instrumentor's enqueue wrapper ends it with ERROR (see :func:`abandon_sends`). A message that
+already carries a creation context (a retry, a delayed message coming due) keeps it: a retry gets a
+``send`` span of kind CLIENT, child of the failed attempt and linked to the creation context (the
+conventions' "Send span (client)"), and a delayed message moved by the worker gets none.
 
-Consumer side: ``before_process_message`` extracts the context and starts a ``process {queue}``
-CONSUMER span, current while the actor runs; ``after_process_message``/``after_skip_message`` end it
-with the outcome and always restore the thread's previous context.
+Consumer side: ``before_process_message`` extracts the creation context and starts a
+``process {queue}`` CONSUMER span linked to it (and, by default, its child), current while the actor
+runs; ``after_process_message``/``after_skip_message`` end it with the outcome and always restore the
+thread's previous context.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from . import hooks, processes, propagation, semconv, shutdown
 from .config import AnyMessage, Hook, Options
+from .exception_signal import MAX_MESSAGE_LENGTH, ExceptionRecorder, ExceptionSignal
 from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for, queue_gauges_for, reader_probe
 from .queue_state.registry import WorkerRegistryMiddleware
@@ -82,9 +85,10 @@ class _Queue:
     excluded: bool
     send_span_name: str
     process_span_name: str
-    send_attributes: dict[str, Any]  # of the semantic-convention metrics
-    process_attributes: dict[str, Any]
+    send_attributes: dict[str, Any]  # of messaging.client.sent.messages
+    process_attributes: dict[str, Any]  # of messaging.process.duration and .client.consumed.messages
     # The span attributes a sampler may read: given at span start, the others only if it records.
+    # send_start is also the attribute set of messaging.client.operation.duration.
     send_start: dict[str, Any]
     process_start: dict[str, Any]
     label: dict[str, Any]  # the guide's ``queue_name`` label
@@ -92,8 +96,8 @@ class _Queue:
     @classmethod
     def build(cls, queue_name: str, excluded_queues: frozenset[str], server: dict[str, Any]) -> _Queue:
         name = q_name(queue_name)
-        send_attributes = _metric_attributes(semconv.OPERATION_SEND, name)
-        process_attributes = _metric_attributes(semconv.OPERATION_PROCESS, name)
+        send_attributes = {**_metric_attributes(semconv.OPERATION_SEND, name), **server}
+        process_attributes = {**_metric_attributes(semconv.OPERATION_PROCESS, name), **server}
         return cls(
             name=name,
             excluded=name in excluded_queues,
@@ -101,15 +105,10 @@ class _Queue:
             process_span_name=semconv.span_name(semconv.OPERATION_PROCESS, name),
             send_attributes=send_attributes,
             process_attributes=process_attributes,
-            send_start={
-                **send_attributes,
-                semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_SEND,
-                **server,
-            },
+            send_start={**send_attributes, semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_SEND},
             process_start={
                 **process_attributes,
                 semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_PROCESS,
-                **server,
             },
             label={semconv.LABEL_QUEUE_NAME: name},
         )
@@ -140,8 +139,9 @@ class _Send:
     message: Message[Any]
     span: Span | None
     start: float
-    attributes: dict[str, Any]
+    queue: _Queue
     instruments: Instruments | None
+    errors: ExceptionRecorder
 
 
 @dataclass(slots=True)
@@ -155,6 +155,7 @@ class _Process:
     retries: int
     instruments: Instruments | None
     task: _Task | None  # with instruments
+    errors: ExceptionRecorder
 
 
 class _ThreadSends(threading.local):
@@ -215,8 +216,9 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             __name__,
             __version__,
             self.options.tracer_provider,
-            schema_url="https://opentelemetry.io/schemas/1.27.0",
+            schema_url=semconv.SCHEMA_URL,
         )
+        self._errors = ExceptionRecorder(ExceptionSignal.from_env(), self.options.logger_provider)
         self._instruments = (
             instruments_for(self.options.meter_provider, self.options.metrics_set)
             if self.options.metrics_enabled
@@ -284,15 +286,18 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             if delay is not None:
                 options[DUE_OPTION] = options.get("eta", current_millis() + delay)
             reenqueue = propagation.carries_context(options)
-            if reenqueue and not trace.get_current_span().get_span_context().is_valid:
-                return  # a delayed message coming due, moved by the worker: not a send by anybody
+            # A delayed message coming due, moved by the worker: not a send by anybody. Told by its
+            # creation context, or (traces off: none was injected) by the due time we stored.
+            moved = reenqueue or (delay is None and DUE_OPTION in options)
+            if moved and not trace.get_current_span().get_span_context().is_valid:
+                return
             span = None
             if self.options.traces_enabled:
                 span = self._start_send_span(broker, message, queue, delay, reenqueue)
             elif not reenqueue:
                 propagation.inject(options, otel_context.get_current())
             instruments = self._recording_instruments()
-            stack.append(_Send(message, span, time.perf_counter(), queue.send_attributes, instruments))
+            stack.append(_Send(message, span, time.perf_counter(), queue, instruments, self._errors))
         except Exception:
             _hook_failed("before_enqueue")
 
@@ -300,9 +305,15 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         self, broker: Broker, message: Message[Any], queue: _Queue, delay: int | None, reenqueue: bool
     ) -> Span:
         options = message.options
-        # The sampler sees the sampling-relevant attributes; the others are set only if the span records.
+        # Only the first send creates the creation context (PRODUCER); a re-send is a CLIENT span
+        # linked to it. The sampler sees the sampling-relevant attributes and the link; the other
+        # attributes are set only if the span records.
+        links = _creation_link(propagation.extract(options)) if reenqueue else None
         span = self._tracer.start_span(
-            queue.send_span_name, kind=SpanKind.PRODUCER, attributes=queue.send_start
+            queue.send_span_name,
+            kind=SpanKind.CLIENT if reenqueue else SpanKind.PRODUCER,
+            attributes=queue.send_start,
+            links=links,
         )
         if span.is_recording():
             attributes: dict[str, Any] = {
@@ -365,7 +376,16 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             instruments = self._recording_instruments()
             task = self._task(actor_name, queue) if instruments is not None else None
             state = _Process(
-                message_id, span, None, time.perf_counter(), actor_name, queue, retries, instruments, task
+                message_id,
+                span,
+                None,
+                time.perf_counter(),
+                actor_name,
+                queue,
+                retries,
+                instruments,
+                task,
+                self._errors,
             )
             if span is not None:  # attached last, so that nothing can fail between attach and the handover
                 state.token = otel_context.attach(trace.set_span_in_context(span))
@@ -391,12 +411,9 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         retries: int,
     ) -> Span:
         parent = propagation.extract(options)
-        links = None
-        if self.options.use_links:
-            linked = trace.get_current_span(parent).get_span_context() if parent else None
-            links = [Link(linked)] if linked is not None and linked.is_valid else None
-            parent = otel_context.Context()
-        elif parent is None:
+        # Linked to the creation context in both modes (messaging-spans.md, "Consumer spans").
+        links = _creation_link(parent)
+        if self.options.use_links or parent is None:
             parent = otel_context.Context()
         # The sampler sees the sampling-relevant attributes; the others are set only if the span records.
         span = self._tracer.start_span(
@@ -614,39 +631,39 @@ def sends_mark() -> int:
 
 
 def _end_send(send: _Send, exception: BaseException | None) -> None:
+    if exception is not None:
+        send.errors.record(send.span, exception, semconv.EVENT_SEND_EXCEPTION)
     if send.span is not None:
         if exception is not None:
-            _record_error(send.span, exception)
+            _set_error(send.span, exception)
         send.span.end()
     instruments = send.instruments
     if instruments is not None and instruments.sent_messages is not None:
-        attributes = send.attributes
+        sent, duration = send.queue.send_attributes, send.queue.send_start
         if exception is not None:
-            attributes = {**attributes, semconv.ERROR_TYPE: _error_type(exception)}
+            error = {semconv.ERROR_TYPE: semconv.error_type(exception)}
+            sent, duration = {**sent, **error}, {**duration, **error}
         if instruments.send_duration is not None:
-            instruments.send_duration.record(time.perf_counter() - send.start, attributes)
-        instruments.sent_messages.add(1, attributes)
+            instruments.send_duration.record(time.perf_counter() - send.start, duration)
+        instruments.sent_messages.add(1, sent)
 
 
 def _end_process(state: _Process, outcome: str, exception: BaseException | None, *, failed: bool) -> None:
     try:
+        # A failure: the attempt raised, and neither `throws` (handled) nor `Retry` (asked for) says
+        # Dramatiq expected it. Handled exceptions are recorded nowhere (recording-errors.md).
         is_error = exception is not None and outcome in (semconv.OUTCOME_RETRY, semconv.OUTCOME_FAILED)
         if isinstance(exception, Retry) and outcome == semconv.OUTCOME_RETRY:
             is_error = False
+        if is_error:
+            assert exception is not None
+            state.errors.record(state.span, exception, semconv.EVENT_PROCESS_EXCEPTION)
         if state.span is not None:
             if state.span.is_recording():  # an unsampled span records nothing, but is still ended
                 state.span.set_attribute(semconv.DRAMATIQ_OUTCOME, outcome)
                 if is_error:
                     assert exception is not None
-                    _record_error(state.span, exception)
-                elif exception is not None:
-                    state.span.add_event(
-                        "exception",
-                        {
-                            "exception.type": _error_type(exception),
-                            "exception.message": str(exception)[:1024],
-                        },
-                    )
+                    _set_error(state.span, exception)
             state.span.end()
         if state.instruments is not None:
             _record_process_metrics(state, outcome, exception if is_error else None, failed=failed)
@@ -672,17 +689,18 @@ def _record_process_metrics(
     instruments, task = state.instruments, state.task
     assert instruments is not None and task is not None
     elapsed = time.perf_counter() - state.start
-    recorded = outcome != semconv.OUTCOME_SKIPPED
     if instruments.consumed_messages is not None:  # the semantic-convention family
+        # A delivery is counted whatever the actor did: consumed.messages counts deliveries, and the
+        # delivery itself did not fail. The process operation did: its duration carries error.type.
         attributes = state.queue.process_attributes
-        if error is not None:
-            attributes = {**attributes, semconv.ERROR_TYPE: _error_type(error)}
         instruments.consumed_messages.add(1, attributes)
-        if recorded and instruments.process_duration is not None:
+        if instruments.process_duration is not None:  # every process operation, skipped ones too
+            if error is not None:
+                attributes = {**attributes, semconv.ERROR_TYPE: semconv.error_type(error)}
             instruments.process_duration.record(elapsed, attributes)
     if instruments.tasks is not None:  # the guide's family
         instruments.tasks.add(1, task.by_status[outcome])
-        if recorded and instruments.task_duration is not None:
+        if outcome != semconv.OUTCOME_SKIPPED and instruments.task_duration is not None:
             instruments.task_duration.record(elapsed, task.label)
     if instruments.in_flight is not None:  # the guide-style extras
         instruments.in_flight.add(-1, state.queue.label)
@@ -737,18 +755,18 @@ def _isinstance(exception: BaseException, classes: Any) -> bool:
         return False
 
 
-def _record_error(span: Span, exception: BaseException) -> None:
-    error_type = _error_type(exception)
-    span.set_attribute(semconv.ERROR_TYPE, error_type)
-    span.record_exception(exception, escaped=True)
-    span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exception}"[:1024]))
+def _set_error(span: Span, exception: BaseException) -> None:
+    """ERROR status whose description is the exception message alone, and ``error.type``."""
+    span.set_attribute(semconv.ERROR_TYPE, semconv.error_type(exception))
+    span.set_status(Status(StatusCode.ERROR, str(exception)[:MAX_MESSAGE_LENGTH] or None))
 
 
-def _error_type(exception: BaseException) -> str:
-    cls = type(exception)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
+def _creation_link(context: otel_context.Context | None) -> list[Link] | None:
+    """A link to the creation context a message carries, if it carries a valid one."""
+    if context is None:
+        return None
+    linked = trace.get_current_span(context).get_span_context()
+    return [Link(linked)] if linked.is_valid else None
 
 
 def _int(value: Any) -> int:

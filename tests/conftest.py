@@ -244,3 +244,25 @@ def process_all(broker: dramatiq.Broker, *queue_names: str) -> None:
 
 def spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+def server_attributes(broker_kind: str) -> dict[str, Any]:
+    """``server.address``/``server.port`` the telemetry of a ``broker_kind`` broker carries."""
+    address = {"redis": REDIS, "rabbitmq": RABBITMQ}.get(broker_kind)
+    return {"server.address": address[0], "server.port": address[1]} if address else {}
+
+
+def send_to_unreachable_redis() -> BaseException:
+    """Send a message (queue ``unreachable``) through a Redis broker nobody listens on, set as the
+    global broker; the exception the caller got."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    dramatiq.set_broker(RedisBroker(url="redis://127.0.0.1:1/0"))
+
+    @dramatiq.actor(queue_name="unreachable")
+    def lost() -> None:
+        pass
+
+    with pytest.raises(Exception) as raised:
+        lost.send()
+    return raised.value

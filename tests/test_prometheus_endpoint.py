@@ -229,7 +229,7 @@ def test_counters_and_histograms_are_summed_over_processes_gauges_are_not(serve)
         assert values(body, "dramatiq_task_duration_seconds_count", task_name="summed") == [8.0]
         assert values(body, "dramatiq_task_duration_seconds_bucket", task_name="summed", le="0.025") == [8.0]
         assert values(body, "dramatiq_queue_depth", queue_name="shared") == [4.0]  # not 4 times 3 processes
-        assert values(body, "dramatiq_worker_messages_in_flight", queue_name="shared") == [1.0]  # live only
+        assert values(body, "dramatiq_worker_message_active", queue_name="shared") == [1.0]  # live only
         # Every series once.
         keys = [(s.name, tuple(sorted(s.labels.items()))) for s in samples(body)]
         assert len(keys) == len(set(keys))
@@ -242,7 +242,7 @@ def test_counters_and_histograms_are_summed_over_processes_gauges_are_not(serve)
         os.waitpid(running, 0)
     _, after = scrape(reader.port)
     assert values(after, "dramatiq_tasks_total", task_name="summed", status="success") == [8.0]
-    assert values(after, "dramatiq_worker_messages_in_flight", queue_name="shared") == []
+    assert values(after, "dramatiq_worker_message_active", queue_name="shared") == []
 
 
 def test_a_process_killed_with_sigkill_keeps_its_last_written_counts(serve):
