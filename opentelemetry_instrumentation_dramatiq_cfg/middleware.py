@@ -42,6 +42,7 @@ from . import hooks, processes, propagation, semconv, shutdown
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for, queue_gauges_for, reader_probe
+from .queue_state.dead_letters import REQUEUES_OPTION
 from .queue_state.registry import WorkerRegistryMiddleware
 from .version import __version__
 
@@ -412,6 +413,9 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 semconv.DRAMATIQ_ACTOR_NAME: actor_name,
                 semconv.DRAMATIQ_RETRY_COUNT: retries,
             }
+            requeues = _int(options.get(REQUEUES_OPTION))
+            if requeues:
+                attributes[semconv.DRAMATIQ_REQUEUES] = requeues
             if self.options.capture_args:
                 self._capture_args(attributes, message)
             span.set_attributes(attributes)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -166,6 +166,20 @@ class BrokerDeadLetters:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be an integer in [1, {MAX_PAGE_SIZE}], got {limit!r}")
         return offset, limit
+
+
+def in_order(done: Iterable[str], undecodable: Iterable[str], wanted: Sequence[str] | None) -> ActionResult:
+    """The result of an action on ``wanted`` keys (``None``: all), in the order they were asked for;
+    the keys neither done nor undecodable are ``missing``."""
+    done, undecodable = tuple(done), tuple(undecodable)
+    if wanted is None:
+        return ActionResult(done, (), undecodable)
+    moved, bad = set(done), set(undecodable)
+    return ActionResult(
+        tuple(key for key in wanted if key in moved),
+        tuple(key for key in wanted if key not in moved and key not in bad),
+        tuple(key for key in wanted if key in bad),
+    )
 
 
 def decode(payload: bytes | None) -> Message[Any] | None:

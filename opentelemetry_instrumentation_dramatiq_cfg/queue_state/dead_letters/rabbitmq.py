@@ -31,7 +31,7 @@ from dramatiq.common import xq_name
 
 from ..base import BrokerUnavailable
 from ..rabbitmq import _CONNECT_ERRORS, RabbitmqQueueState
-from . import ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, decode, requeued
+from . import ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, decode, in_order, requeued
 
 #: Seconds without a delivery after which a read stops early (the queue shrank meanwhile).
 IDLE = 0.5
@@ -114,7 +114,7 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
 
     def _act(self, queue_name: str, keys: Iterable[str] | None, *, requeue: bool) -> ActionResult:
         queue_name = self.queue(queue_name)
-        wanted = None if keys is None else set(str(key) for key in keys)
+        wanted = None if keys is None else list(dict.fromkeys(str(key) for key in keys))
         done: list[str] = []
         undecodable: list[str] = []
         with self._channel("requeue" if requeue else "delete") as channel:
@@ -139,8 +139,7 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
                 channel.basic_ack(method.delivery_tag)
                 done.append(letter.key)
             channel.tx_commit()
-        missing = () if wanted is None else tuple(sorted(wanted - set(done) - set(undecodable)))
-        return ActionResult(tuple(done), missing, tuple(undecodable))
+        return in_order(done, undecodable, wanted)
 
 
 DEAD_LETTERS = RabbitmqDeadLetters

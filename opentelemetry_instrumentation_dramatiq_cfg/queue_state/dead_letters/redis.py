@@ -22,7 +22,7 @@ from uuid import uuid4
 import redis
 
 from ..base import BrokerUnavailable
-from . import BATCH, ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, decode, requeued
+from . import BATCH, ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, decode, in_order, requeued
 
 _PAGE = """
 local ids = redis.call("zrevrange", KEYS[1], ARGV[1], ARGV[2], "WITHSCORES")
@@ -119,9 +119,7 @@ class RedisDeadLetters(BrokerDeadLetters):
             deleted = {
                 _text(key) for key in self._call("delete", self._delete, keys=[dead, payloads], args=batch)
             }
-            result += ActionResult(
-                tuple(k for k in batch if k in deleted), tuple(k for k in batch if k not in deleted)
-            )
+            result += in_order((key for key in batch if key in deleted), (), batch)
         return result
 
     def _batches(self, queue_name: str, keys: Iterable[str] | None) -> list[list[str]]:
@@ -152,11 +150,7 @@ class RedisDeadLetters(BrokerDeadLetters):
                 "requeue", self._requeue, keys=[dead, payloads_key, queue_payloads, queue], args=args
             )
             moved = {_text(key) for key in found}
-        return ActionResult(
-            tuple(key for key in batch if key in moved),
-            tuple(key for key in batch if key not in moved and key not in undecodable),
-            tuple(undecodable),
-        )
+        return in_order((key for key in batch if key in moved), undecodable, batch)
 
 
 DEAD_LETTERS = RedisDeadLetters

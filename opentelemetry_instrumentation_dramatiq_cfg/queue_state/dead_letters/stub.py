@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from . import ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, requeued
+from . import ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, in_order, requeued
 
 _lock = threading.Lock()
 
@@ -54,8 +54,7 @@ class StubDeadLetters(BrokerDeadLetters):
                 if requeue:
                     self.broker.queues[queue_name].put(requeued(proxy._message).encode())
         done = tuple(proxy.message_id for proxy in chosen)
-        missing = () if wanted is None else tuple(key for key in wanted if key not in done)
-        return ActionResult(done, missing)
+        return in_order(done, (), wanted)
 
 
 DEAD_LETTERS = StubDeadLetters
