@@ -361,3 +361,34 @@ def test_bad_input_is_reported_and_changes_nothing(operator, broker, queue_name,
         assert message.endswith(expected), (data, message)
     assert [m.message_id for m in broker.dead_letters_by_queue[queue_name]] == [buried[1].message_id]
     assert broker.queues[queue_name].qsize() == 0 and not LogEntry.objects.exists()
+
+
+def hide_everything(actor_name: str, args: Any, kwargs: Any) -> tuple[Any, Any]:
+    return ("hidden",), {}
+
+
+@pytest.mark.parametrize("broker_kind", ["stub"])
+def test_redact_args_by_dotted_path_and_the_system_check(operator, broker, queue_name, health):
+    from django.core.checks import run_checks
+
+    bury(broker, queue_name, 1, args=("secret",))
+    health(INSTRUMENT_OPTIONS={"capture_args": True}, REDACT_ARGS=f"{__name__}.hide_everything")
+    (row,) = table(operator.get(url(queue_name)).content.decode(), "dead-letters")
+    assert unescape(row[6]) == "('hidden',)"
+    health(REDACT_ARGS="no_dots")
+    (error,) = [m for m in run_checks() if m.id == "dramatiq_otel.E001"]
+    assert "REDACT_ARGS" in error.msg
+
+
+def test_an_unreachable_broker_is_reported_on_the_monitoring_page(operator, health):
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url="redis://user:hunter2-secret@127.0.0.1:1/0")
+    broker.declare_queue("billing")
+    dramatiq.set_broker(broker)
+    health(TIMEOUT=0.5)
+    response = operator.get(url("billing"), follow=True)
+    (message,) = messages_of(response)
+    assert message.startswith("The broker could not be read: Redis at 127.0.0.1:1")
+    assert "hunter2" not in response.content.decode()
+    assert response.redirect_chain == [(MONITORING, 302)]
