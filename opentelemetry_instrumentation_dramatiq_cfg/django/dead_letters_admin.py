@@ -23,6 +23,7 @@ from django.views.decorators.http import require_http_methods
 
 from ..queue_state import BrokerUnavailable
 from ..queue_state.dead_letters import MAX_PAGE_SIZE, DeadLetters, UnknownQueue, dead_letters_for_broker
+from .admin import MonitoringAdmin
 from .conf import health_settings
 from .dead_letters import ACTIONS, build_page, perform
 from .models import DeadLetter
@@ -36,23 +37,12 @@ _kept: weakref.WeakKeyDictionary[Any, dict[float, DeadLetters]] = weakref.WeakKe
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """One page per queue; not in the admin index (the monitoring page links each queue)."""
+class DeadLetterAdmin(MonitoringAdmin):
+    """One page per queue; staff only, as the monitoring page, whose permission rules it inherits.
+    Not in the admin index: the monitoring page links each queue."""
 
     def get_model_perms(self, request: HttpRequest) -> dict[str, bool]:
         return {}  # hidden from the index
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_active and request.user.is_staff)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(require_http_methods(["GET", "HEAD", "POST"])(self.queue_view))
