@@ -302,6 +302,8 @@ def test_delete_one_and_delete_all(operator, broker, queue_name, health):
     done = operator.post(url(queue_name), {"action": "delete", "scope": "all", "post": "yes"}, follow=True)
     assert messages_of(done) == ["2 dead-lettered message(s) deleted."]
     assert dead_count(broker, queue_name) == 0 and broker.queues[queue_name].qsize() == 0
+    index = operator.get("/admin/").content.decode()  # "Recent actions" lists them
+    assert index.count(f"dead letters of {queue_name}") == 2
     flags = list(LogEntry.objects.order_by("action_time").values_list("action_flag", "change_message"))
     assert flags == [
         (DELETION, f"Deleted 1 dead-lettered message(s) (selected): {one}"),
