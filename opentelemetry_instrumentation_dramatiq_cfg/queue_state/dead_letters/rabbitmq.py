@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import pika
@@ -95,8 +95,8 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
         deaths = (properties.headers or {}).get("x-death") or []
         if deaths and isinstance(deaths[0], dict):
             when = deaths[0].get("time")
-            if isinstance(when, datetime):
-                died_at = when.timestamp()
+            if isinstance(when, datetime):  # naive (UTC) before pika 1.4
+                died_at = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
             elif isinstance(when, int | float):
                 died_at = float(when)
         key = (
