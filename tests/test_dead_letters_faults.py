@@ -77,3 +77,19 @@ def test_a_connection_dropped_mid_requeue_leaves_each_message_in_one_place(
     again = dead_letters_for_broker(broker).requeue(queue_name, keys[:3])  # the admin tries again
     assert (len(again.done), len(again.missing)) == ((0, 3) if after else (3, 0))
     assert pending(broker, queue_name) == 3 and dead.page(queue_name).total == 2
+
+
+@pytest.mark.parametrize("broker_kind", ["rabbitmq"])
+def test_no_requeue_into_a_rabbitmq_queue_that_does_not_exist(broker, queue_name, start_worker):
+    """RabbitMQ drops a message published to no queue: the requeue refuses and moves nothing."""
+    from opentelemetry_instrumentation_dramatiq_cfg.queue_state.dead_letters import UnknownQueue
+
+    dead = dead_letters_for_broker(broker)
+    doomed = Doomed(queue_name)
+    worker = start_worker(threads=1)
+    doomed.kill(dead, 2)
+    worker.stop()
+    broker.channel.queue_delete(queue_name)
+    with pytest.raises(UnknownQueue, match="does not exist on RabbitMQ"):
+        dead.requeue(queue_name, None)
+    assert dead.page(queue_name).total == 2

@@ -14,7 +14,8 @@ one channel is delivered to no other, so two admins never hold the same message.
   ``Q`` (persistent, its ``broker_priority``, as ``RabbitmqBroker.enqueue`` publishes) and the dead
   one acknowledged, and nothing of it happens until ``tx.commit``. If the connection drops before
   the commit, RabbitMQ discards the publishes and requeues the dead letters: nothing moved. After the
-  commit-ok both happened. Messages are found by their Dramatiq message id.
+  commit-ok both happened. A requeue first checks that ``Q`` exists (a message published to no queue
+  is dropped). Messages are found by their Dramatiq message id.
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ from dramatiq.common import xq_name
 
 from ..base import BrokerUnavailable
 from ..rabbitmq import _CONNECT_ERRORS, RabbitmqQueueState
-from . import ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, decode, in_order, requeued
+from . import (
+    ActionResult,
+    BrokerDeadLetters,
+    DeadLetter,
+    DeadLetterPage,
+    UnknownQueue,
+    decode,
+    in_order,
+    requeued,
+)
 
 #: Seconds without a delivery after which a read stops early (the queue shrank meanwhile).
 IDLE = 0.5
@@ -106,6 +116,16 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
         )
         return DeadLetter(key, queue_name, message, died_at)
 
+    @staticmethod
+    def _require(channel: Any, queue_name: str) -> None:
+        """The queue must exist on the server: RabbitMQ drops a message published to no queue."""
+        try:
+            channel.queue_declare(queue_name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:  # 404
+            raise UnknownQueue(
+                f"Queue {queue_name!r} does not exist on RabbitMQ (a worker declares it when it starts)"
+            ) from None
+
     def requeue(self, queue_name: str, keys: Iterable[str] | None) -> ActionResult:
         return self._act(queue_name, keys, requeue=True)
 
@@ -118,6 +138,8 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
         done: list[str] = []
         undecodable: list[str] = []
         with self._channel("requeue" if requeue else "delete") as channel:
+            if requeue:
+                self._require(channel, queue_name)
             channel.tx_select()
             for method, properties, body in self._deliveries(channel, queue_name):
                 letter = self._letter(queue_name, properties, body)
