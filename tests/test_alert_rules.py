@@ -76,11 +76,11 @@ def test_promtool_checks_the_rules_and_their_unit_tests_pass():
 
 
 @pytest.mark.parametrize("name", sorted(ALERTS))
-def test_each_threshold_is_marked_once_and_documented_in_the_readme(name):
+def test_each_threshold_is_marked_once_and_documented_in_the_operations_page(name):
     marked = [line for line in ALERTS[name]["expr"].splitlines() if "# threshold:" in line]
     (row,) = [
         line
-        for line in (RULES.parents[2] / "README.md").read_text().splitlines()
+        for line in (RULES.parents[2] / "docs" / "operations.md").read_text().splitlines()
         if line.startswith(f"| `{name}` |")
     ]
     for line in marked:

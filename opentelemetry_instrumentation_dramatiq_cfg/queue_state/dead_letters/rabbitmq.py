@@ -32,7 +32,7 @@ from dramatiq.common import xq_name
 
 from ..base import BrokerUnavailable
 from ..rabbitmq import _CONNECT_ERRORS, RabbitmqQueueState
-from . import (
+from .base import (
     ActionResult,
     BrokerDeadLetters,
     DeadLetter,

@@ -22,7 +22,16 @@ from uuid import uuid4
 import redis
 
 from ..base import BrokerUnavailable
-from . import BATCH, ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, decode, in_order, requeued
+from .base import (
+    BATCH,
+    ActionResult,
+    BrokerDeadLetters,
+    DeadLetter,
+    DeadLetterPage,
+    decode,
+    in_order,
+    requeued,
+)
 
 _PAGE = """
 local ids = redis.call("zrevrange", KEYS[1], ARGV[1], ARGV[2], "WITHSCORES")

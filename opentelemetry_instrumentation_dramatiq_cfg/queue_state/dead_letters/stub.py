@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from . import ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, in_order, requeued
+from .base import ActionResult, BrokerDeadLetters, DeadLetter, DeadLetterPage, in_order, requeued
 
 _lock = threading.Lock()
 
