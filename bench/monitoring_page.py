@@ -15,7 +15,7 @@ into Redis as Dramatiq's ``nack`` leaves them, each with a task record of its fa
 dead-letter page is measured too, its first and its last page: Redis round trips, SQL queries,
 median and p95. ``--rabbitmq`` measures the same page on RabbitMQ, where reading a page means
 reading the whole dead-letter queue (see docs/dead-letters.md). Nothing is asserted; the figures go
-in docs/benchmarks.md and docs/dead-letters.md.
+in docs/benchmarks.md (the monitoring page) and docs/dead-letters.md (the dead-letter pages).
 """
 
 from __future__ import annotations
