@@ -82,6 +82,8 @@ def test_a_connection_dropped_mid_requeue_leaves_each_message_in_one_place(
 @pytest.mark.parametrize("broker_kind", ["rabbitmq"])
 def test_no_requeue_into_a_rabbitmq_queue_that_does_not_exist(broker, queue_name, start_worker):
     """RabbitMQ drops a message published to no queue: the requeue refuses and moves nothing."""
+    from dramatiq.common import xq_name
+
     from opentelemetry_instrumentation_dramatiq_cfg.queue_state.dead_letters import UnknownQueue
 
     dead = dead_letters_for_broker(broker)
@@ -93,3 +95,5 @@ def test_no_requeue_into_a_rabbitmq_queue_that_does_not_exist(broker, queue_name
     with pytest.raises(UnknownQueue, match="does not exist on RabbitMQ"):
         dead.requeue(queue_name, None)
     assert dead.page(queue_name).total == 2
+    dead_letter_route = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(queue_name)}
+    broker.channel.queue_declare(queue_name, durable=True, arguments=dead_letter_route)  # for the clean-up
