@@ -235,3 +235,54 @@ def test_two_requeues_and_a_delete_racing_move_each_message_exactly_once(broker,
     assert Counter(doomed.processed) == Counter(number[key] for key in requeued)  # each once
     assert sorted(remaining) == sorted(set(keys) - set(requeued) - set(deleted))
     assert len(requeued) + len(deleted) + len(remaining) == count
+
+
+def test_upstream_redis_and_rabbitmq_keep_the_dead_message_as_last_enqueued(broker_kind, namespace):
+    """A repro with Dramatiq alone (no code of this package, no instrumentation): Redis and RabbitMQ
+    dead-letter the payload as it was last enqueued — ``retries`` and ``traceback`` of the attempt
+    before the last — while the StubBroker keeps the message object the last attempt updated. The
+    dead-letter pages' *Retries* and fallback *Error* columns rest on this."""
+    from dramatiq.common import xq_name
+
+    from .conftest import cleanup_broker, make_broker
+
+    broker = make_broker(broker_kind, namespace)
+    dramatiq.set_broker(broker)
+    queue_name = f"{namespace}-plain"
+
+    @dramatiq.actor(queue_name=queue_name, max_retries=1, min_backoff=1, max_backoff=1)
+    def always_fails(number):
+        raise ValueError(f"attempt failed for {number}")
+
+    always_fails.send(1)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+
+        def dead_payloads() -> list[bytes]:
+            if broker_kind == "stub":
+                return [proxy._message.encode() for proxy in broker.dead_letters_by_queue[queue_name]]
+            if broker_kind == "redis":
+                return list(broker.client.hvals(f"{namespace}:{queue_name}.XQ.msgs"))
+            method, _, body = broker.channel.basic_get(xq_name(queue_name))
+            if method is None:
+                return []
+            broker.channel.basic_nack(method.delivery_tag, requeue=True)
+            return [body]
+
+        payloads: list[bytes] = []
+
+        def died() -> bool:
+            payloads[:] = dead_payloads()
+            return bool(payloads)
+
+        wait_for(died)
+    finally:
+        worker.stop()
+    (message,) = [dramatiq.Message.decode(payload) for payload in payloads]
+    if broker_kind == "stub":
+        assert message.options["retries"] == 2
+    else:
+        assert message.options["retries"] == 1
+        assert message.options["traceback"].strip().endswith("ValueError: attempt failed for 1")
+    cleanup_broker(broker, namespace)
