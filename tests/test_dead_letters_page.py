@@ -395,3 +395,13 @@ def test_an_unreachable_broker_is_reported_on_the_monitoring_page(operator, heal
     assert message.startswith("The broker could not be read: Redis at 127.0.0.1:1")
     assert "hunter2" not in response.content.decode()
     assert response.redirect_chain == [(MONITORING, 302)]
+
+
+@pytest.mark.parametrize("broker_kind", ["stub"])
+def test_a_malformed_capture_variable_hides_the_arguments_and_keeps_the_page(
+    operator, broker, queue_name, health, monkeypatch
+):
+    bury(broker, queue_name, 1, args=("visible?",))
+    monkeypatch.setenv("OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS", "maybe")
+    response = operator.get(url(queue_name))
+    assert response.status_code == 200 and "visible?" not in response.content.decode()

@@ -55,10 +55,13 @@ class ArgsRule:
     @classmethod
     def from_settings(cls, config: HealthSettings) -> ArgsRule:
         given = config.INSTRUMENT_OPTIONS
-        options = Options.resolve(
-            capture_args=given.get("capture_args"),
-            capture_args_max_length=given.get("capture_args_max_length"),
-        )
+        try:
+            options = Options.resolve(
+                capture_args=given.get("capture_args"),
+                capture_args_max_length=given.get("capture_args_max_length"),
+            )
+        except ValueError:  # a malformed OTEL_PYTHON_DRAMATIQ_* variable: the workers say which
+            return cls()
         redactor = config.REDACT_ARGS
         if isinstance(redactor, str):
             module, _, name = redactor.rpartition(".")
