@@ -45,6 +45,7 @@ from .config import AnyMessage, Hook, Options
 from .exception_signal import MAX_MESSAGE_LENGTH, ExceptionRecorder, ExceptionSignal
 from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for, queue_gauges_for, reader_probe
+from .queue_state.dead_letters import REQUEUES_OPTION
 from .queue_state.registry import WorkerRegistryMiddleware
 from .version import __version__
 
@@ -429,6 +430,9 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 semconv.DRAMATIQ_ACTOR_NAME: actor_name,
                 semconv.DRAMATIQ_RETRY_COUNT: retries,
             }
+            requeues = _int(options.get(REQUEUES_OPTION))
+            if requeues:
+                attributes[semconv.DRAMATIQ_REQUEUES] = requeues
             if self.options.capture_args:
                 self._capture_args(attributes, message)
             span.set_attributes(attributes)

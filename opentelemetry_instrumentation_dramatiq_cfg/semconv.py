@@ -77,6 +77,8 @@ DRAMATIQ_ETA: Final = "messaging.dramatiq.message.eta"
 DRAMATIQ_ARGS: Final = "messaging.dramatiq.message.args"
 DRAMATIQ_KWARGS: Final = "messaging.dramatiq.message.kwargs"
 DRAMATIQ_REENQUEUE: Final = "messaging.dramatiq.reenqueue"
+#: Times the message was requeued by hand from its dead letters (process spans; absent when never).
+DRAMATIQ_REQUEUES: Final = "messaging.dramatiq.message.requeues"
 
 # Values of messaging.dramatiq.outcome on process spans.
 OUTCOME_SUCCESS: Final = "success"

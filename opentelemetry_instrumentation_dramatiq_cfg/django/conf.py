@@ -25,6 +25,9 @@ Key                    Default     Meaning
                                    monitoring page and the task records' admin. ``None``: no links.
 ``MONITORING_REFRESH`` ``30``      Seconds between two reloads of the admin monitoring page; ``0``
                                    turns auto-refresh off.
+``REDACT_ARGS``        ``None``    Called as ``hook(actor_name, args, kwargs)`` before the dead-letter
+                                   pages show a message's arguments (only when ``capture_args`` is on);
+                                   returns the ``(args, kwargs)`` to show. A callable or a dotted path.
 =====================  ==========  ==================================================================
 """
 
@@ -77,6 +80,9 @@ class HealthSettings:
     TRACE_URL: str | None = None
     #: Seconds between two reloads of the admin monitoring page; `0` turns auto-refresh off.
     MONITORING_REFRESH: float = 30
+    #: `hook(actor_name, args, kwargs)` returning the `(args, kwargs)` the dead-letter pages show (only
+    #: with `capture_args` on), to hide what staff should not read; a callable or a dotted path.
+    REDACT_ARGS: Any = None
 
     def trace_url(self, trace_id: str | None) -> str | None:
         """``TRACE_URL`` for this trace id; ``None`` without ``TRACE_URL`` or a valid 32-hex id."""
@@ -141,6 +147,13 @@ def problems(raw: Any) -> list[str]:
             f"{SETTING}['TRACE_URL'] must be an http(s) URL or a path containing {{trace_id}}, "
             f"e.g. 'http://localhost:16686/trace/{{trace_id}}', got {trace_url!r}"
         )
+    redact_args = raw.get("REDACT_ARGS")
+    if (
+        redact_args is not None
+        and not callable(redact_args)
+        and not (isinstance(redact_args, str) and "." in redact_args)
+    ):
+        found.append(f"{SETTING}['REDACT_ARGS'] must be a callable or a dotted path, got {redact_args!r}")
     broker = raw.get("BROKER")
     if broker is not None and isinstance(broker, str) and "." not in broker:
         found.append(f"{SETTING}['BROKER'] must be a dotted path 'module.attribute', got {broker!r}")

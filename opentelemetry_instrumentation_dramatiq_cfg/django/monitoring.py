@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.apps import apps
 from django.db import DatabaseError, connection, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -146,10 +147,19 @@ class MonitoringPage:
     def queue_rows(self) -> SafeString:
         return format_html_join(
             "\n",
-            '<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td>'
+            '<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td>'
+            '<td class="num"><a href="{}" class="dead-letters-link">{}</a></td>'
             '<td class="num">{}</td><td class="num">{}</td></tr>',
             (
-                (q.name, q.pending, q.delayed, q.dead_lettered, _dash(q.in_flight), _dash(q.consumers))
+                (
+                    q.name,
+                    q.pending,
+                    q.delayed,
+                    reverse("admin:dramatiq_otel_deadletter_queue", args=[q.name]),
+                    q.dead_lettered,
+                    _dash(q.in_flight),
+                    _dash(q.consumers),
+                )
                 for q in self.queues
             ),
         )
