@@ -23,6 +23,7 @@ Option (keyword argument)                         Environment variable          
 ``metrics_set`` (all, guide, semconv)              ``OTEL_PYTHON_DRAMATIQ_METRICS_SET``      all
 ``queue_metrics_enabled`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED``  true
 ``queue_metrics_interval`` (seconds, >= 0)        ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL``  10
+``suppress_broker_spans`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS``  true
 ================================================  =====================================  =========
 
 ``failure_hooks`` and ``completion_hooks`` are called as ``hook(outcome)`` with a
@@ -32,6 +33,11 @@ that fails for good, the second once per processed attempt (see :mod:`.hooks`).
 ``metrics_set`` chooses the per-message instruments: ``all`` (both families), ``guide`` (only
 ``dramatiq.tasks`` and ``dramatiq.task.duration``, the monitoring guide's series) or ``semconv`` (only
 the messaging semantic-convention metrics); the queue-state gauges follow ``queue_metrics_enabled``.
+
+``suppress_broker_spans`` runs Dramatiq's own broker traffic (polling, acks, heartbeats, delayed-message
+moves, this package's registry and gauges) with OpenTelemetry instrumentation suppressed, and an
+enqueue's RabbitMQ publish too, so the Redis and pika instrumentations add no trace of their own (see
+:mod:`.quiet`). ``false`` shows that traffic again.
 
 Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
 """
@@ -92,6 +98,7 @@ class Options:
     metrics_set: str = METRICS_ALL
     queue_metrics_enabled: bool = True
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
+    suppress_broker_spans: bool = True
 
     @classmethod
     def resolve(
@@ -113,6 +120,7 @@ class Options:
         metrics_set: str | None = None,
         queue_metrics_enabled: bool | None = None,
         queue_metrics_interval: float | None = None,
+        suppress_broker_spans: bool | None = None,
     ) -> Options:
         """Options from keyword arguments, falling back to the environment, then to defaults."""
         max_length = capture_args_max_length
@@ -137,6 +145,7 @@ class Options:
             metrics_set=_choice("metrics_set", metrics_set, METRICS_SETS),
             queue_metrics_enabled=_flag("queue_metrics_enabled", queue_metrics_enabled, default=True),
             queue_metrics_interval=_seconds("queue_metrics_interval", queue_metrics_interval),
+            suppress_broker_spans=_flag("suppress_broker_spans", suppress_broker_spans, default=True),
         )
 
 

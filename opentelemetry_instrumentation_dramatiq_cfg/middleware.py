@@ -38,7 +38,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import Histogram, get_meter_provider
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from . import hooks, processes, propagation, semconv, shutdown
+from . import hooks, processes, propagation, quiet, semconv, shutdown
 from .config import AnyMessage, Hook, Options
 from .hooks import TaskOutcome
 from .metrics import Instruments, instruments_for, queue_gauges_for, reader_probe
@@ -142,6 +142,7 @@ class _Send:
     start: float
     attributes: dict[str, Any]
     instruments: Instruments | None
+    token: object | None = None  # the broker call's context (quiet.broker_call_context), detached at the end
 
 
 @dataclass(slots=True)
@@ -292,7 +293,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             elif not reenqueue:
                 propagation.inject(options, otel_context.get_current())
             instruments = self._recording_instruments()
-            stack.append(_Send(message, span, time.perf_counter(), queue.send_attributes, instruments))
+            send = _Send(message, span, time.perf_counter(), queue.send_attributes, instruments)
+            stack.append(send)
+            if span is not None:  # attached last: from here on, _end_send detaches it
+                send.token = otel_context.attach(
+                    quiet.broker_call_context(broker, span, self.options.suppress_broker_spans)
+                )
         except Exception:
             _hook_failed("before_enqueue")
 
@@ -614,6 +620,8 @@ def sends_mark() -> int:
 
 
 def _end_send(send: _Send, exception: BaseException | None) -> None:
+    if send.token is not None:
+        otel_context.detach(send.token)  # type: ignore[arg-type]
     if send.span is not None:
         if exception is not None:
             _record_error(send.span, exception)
