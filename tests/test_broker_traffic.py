@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Any
 
 import dramatiq
@@ -18,6 +19,7 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
+from packaging.version import Version
 
 from opentelemetry_instrumentation_dramatiq_cfg import DramatiqInstrumentor, quiet
 
@@ -25,7 +27,20 @@ from .conftest import cleanup_broker, make_broker
 from .conftest import wait_processed as _wait_processed
 
 MESSAGES = 5
-BROKERS = ["redis", "rabbitmq"]
+#: opentelemetry-instrumentation-redis honours suppress_instrumentation() from 0.60b0 on; the
+#: oldest-releases run (opentelemetry-instrumentation 0.51b0) can only install its 0.51b0, where the
+#: Redis spans Dramatiq's traffic makes are expected to remain (the upstream limitation, documented).
+REDIS_HONOURS_SUPPRESSION = Version(version("opentelemetry-instrumentation-redis")) >= Version("0.60b0")
+REDIS = pytest.param(
+    "redis",
+    marks=pytest.mark.xfail(
+        not REDIS_HONOURS_SUPPRESSION,
+        reason="opentelemetry-instrumentation-redis < 0.60b0 ignores suppress_instrumentation()",
+        strict=True,
+    ),
+)
+BROKERS = [REDIS, "rabbitmq"]
+MONITORING_URL = "/admin/dramatiq_otel/monitoring/"
 
 
 @pytest.fixture
@@ -167,7 +182,7 @@ def test_a_rabbitmq_message_carries_our_context_and_no_pika_header(quiet_broker,
     ]
 
 
-@pytest.mark.parametrize("quiet_broker", ["redis"], indirect=True)
+@pytest.mark.parametrize("quiet_broker", [REDIS], indirect=True)
 def test_delayed_messages_moved_when_due_make_no_span(quiet_broker, queue_name, span_exporter):
     @dramatiq.actor(queue_name=queue_name)
     def later() -> None:
@@ -199,7 +214,7 @@ def test_suppression_stays_inside_the_wrapped_call(instrument, namespace):
     assert is_instrumentation_enabled()
 
 
-@pytest.mark.parametrize("quiet_broker", BROKERS, indirect=True)
+@pytest.mark.parametrize("quiet_broker", ["redis", "rabbitmq"], indirect=True)
 def test_with_the_option_off_the_broker_spans_come_back(quiet_broker, queue_name, span_exporter, instrument):
     DramatiqInstrumentor().uninstrument()
     instrument(suppress_broker_spans=False)
@@ -239,3 +254,25 @@ def test_uninstrument_removes_every_suppression_wrapper(instrument, namespace):
     assert all(patched())
     instrumentor.uninstrument()
     assert not any(patched())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("quiet_broker", ["redis", "rabbitmq"], indirect=True)
+def test_the_health_view_and_admin_page_still_read_queue_state(
+    quiet_broker, queue_name, client, django_user_model, health
+):
+    health(DETAILS="public")
+
+    @dramatiq.actor(queue_name=queue_name)
+    def work() -> None:
+        pass
+
+    for _ in range(3):
+        work.send()
+
+    body = client.get("/health/").json()
+    (queue,) = [q for q in body["queues"] if q["name"] == queue_name]
+    assert (body["status"], queue["pending"]) == ("degraded", 3)  # no worker yet
+    client.force_login(django_user_model.objects.create_user("ops", is_staff=True, is_superuser=True))
+    html = client.get(MONITORING_URL).content.decode()
+    assert f'<td>{queue_name}</td><td class="num">3</td>' in html  # pending
