@@ -84,7 +84,7 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from . import processes
 from .config import Options
-from .middleware import OpenTelemetryMiddleware, abandon_sends, sends_mark
+from .middleware import OpenTelemetryMiddleware, guarded_enqueue
 from .package import _instruments
 from .quiet import BrokerTraffic
 from .version import __version__
@@ -184,9 +184,4 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
 
 def _traced_enqueue(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    mark = sends_mark()
-    try:
-        return wrapped(*args, **kwargs)
-    except BaseException as exception:
-        abandon_sends(mark, exception)
-        raise
+    return guarded_enqueue(wrapped, *args, **kwargs)

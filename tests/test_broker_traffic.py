@@ -6,6 +6,7 @@ tests/test_broker_traffic_processes.py."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis.exceptions
 from opentelemetry.instrumentation.pika import PikaInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
@@ -276,3 +278,27 @@ def test_the_health_view_and_admin_page_still_read_queue_state(
     client.force_login(django_user_model.objects.create_user("ops", is_staff=True, is_superuser=True))
     html = client.get(MONITORING_URL).content.decode()
     assert f'<td>{queue_name}</td><td class="num">3</td>' in html  # pending
+
+
+def test_a_failed_enqueue_leaves_no_context_attached_even_without_the_instrumentor(tracer_provider):
+    """A middleware listed by hand (no instrumentor, so no enqueue wrapper to end a failed send)
+    must not leave its send span's context attached when the broker raises."""
+    from dramatiq.brokers.redis import RedisBroker
+    from opentelemetry import trace
+
+    from opentelemetry_instrumentation_dramatiq_cfg import OpenTelemetryMiddleware
+
+    broker = RedisBroker(host="127.0.0.1", port=1, namespace="never-reached")  # nothing listens there
+    broker.middleware.insert(0, OpenTelemetryMiddleware(tracer_provider=tracer_provider))
+
+    @dramatiq.actor(broker=broker, queue_name="never-reached")
+    def unreachable() -> None:
+        pass
+
+    def send_and_look() -> bool:
+        with pytest.raises(redis.exceptions.ConnectionError):
+            unreachable.send()
+        return trace.get_current_span().get_span_context().is_valid
+
+    # In a copy of the context: were it left attached, no other test would see it.
+    assert contextvars.copy_context().run(send_and_look) is False
