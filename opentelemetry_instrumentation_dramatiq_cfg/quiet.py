@@ -121,20 +121,22 @@ class BrokerTraffic:
     def _consume(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         with suppress_instrumentation():  # RabbitMQ declares the queue here
             consumer = wrapped(*args, **kwargs)
-        try:
-            for name in CONSUMER_METHODS:
-                owner = _owner(type(consumer), name)
-                if owner is not None:
-                    self._wrap(owner, name, suppressed)
-        except Exception:
-            _logger.debug("Could not wrap the consumer %r", consumer, exc_info=True)
+        for name in CONSUMER_METHODS:
+            owner = _owner(type(consumer), name)
+            if owner is not None:
+                self._wrap(owner, name, suppressed)
         return consumer
 
     def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
+        """Wrap ``owner.name`` once; never raises (a missing attribute is logged and skipped)."""
         with self._lock:
             if (owner, name) in self._wrapped:
                 return
-            wrapt.wrap_function_wrapper(owner, name, wrapper)
+            try:
+                wrapt.wrap_function_wrapper(owner, name, wrapper)
+            except Exception:
+                _logger.debug("Quiet broker: cannot wrap %r.%s", owner, name, exc_info=True)
+                return
             self._wrapped.append((owner, name))
 
 
