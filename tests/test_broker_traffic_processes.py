@@ -38,19 +38,6 @@ IDLE_SECONDS = 6
 PRODUCER = "import sys, tests.quiet_app as app\nfor i in range(int(sys.argv[1])):\n    app.touch.send(i)\n"
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver("grpc")
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def log() -> Iterator[IO[str]]:
-    with tempfile.TemporaryFile("w+") as file:
-        yield file
-
-
 def app_env(receiver: Receiver, namespace: str, service: str, broker: str, **extra: str) -> dict[str, str]:
     return {
         **otel_env(receiver, namespace, service),
@@ -106,11 +93,20 @@ def wait_until_ready(workers: Popen[str], log: IO[str], processes: int) -> None:
         time.sleep(0.1)
 
 
-def run(
-    receiver: Receiver, broker: str, process_model: str, log: IO[str], **extra: str
-) -> tuple[str, list[ReceivedSpan], list[ReceivedSpan]]:
+def run(broker: str, process_model: str, **extra: str) -> tuple[str, list[ReceivedSpan], list[ReceivedSpan]]:
     """Boot one worker process, leave it idle IDLE_SECONDS, send MESSAGES from a producer process,
     wait until every actor ran, stop the workers: (queue name, worker spans, producer spans)."""
+    receiver = Receiver("grpc")
+    try:
+        with tempfile.TemporaryFile("w+") as log:  # the workers' output, read only on failure
+            return _run(receiver, broker, process_model, log, **extra)
+    finally:
+        receiver.stop()
+
+
+def _run(
+    receiver: Receiver, broker: str, process_model: str, log: IO[str], **extra: str
+) -> tuple[str, list[ReceivedSpan], list[ReceivedSpan]]:
     require_service("Redis", REDIS)
     if broker == "rabbitmq":
         require_service("RabbitMQ", RABBITMQ)
@@ -152,8 +148,8 @@ def children(spans: list[ReceivedSpan], parents: list[ReceivedSpan]) -> Counter[
 @pytest.mark.slow
 @pytest.mark.parametrize("process_model", ["fork", "spawn"])
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
-def test_idle_workers_export_nothing_and_each_message_is_one_trace(receiver, broker, process_model, log):
-    queue, worker, producer = run(receiver, broker, process_model, log)
+def test_idle_workers_export_nothing_and_each_message_is_one_trace(broker, process_model):
+    queue, worker, producer = run(broker, process_model)
 
     sends = [s for s in producer if s.name == f"send {queue}"]
     processes = [s for s in worker if s.name == f"process {queue}"]
@@ -177,10 +173,8 @@ def test_idle_workers_export_nothing_and_each_message_is_one_trace(receiver, bro
 
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
-def test_with_the_option_off_the_broker_spans_come_back(receiver, broker, log):
-    queue, worker, producer = run(
-        receiver, broker, "fork", log, OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS="false"
-    )
+def test_with_the_option_off_the_broker_spans_come_back(broker):
+    queue, worker, producer = run(broker, "fork", OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS="false")
 
     foreign_worker_roots = Counter(s.name for s in worker if not s.parent_span_id)
     if broker == "redis":  # fetches and acks, registry writes, gauge reads: each a trace of its own
