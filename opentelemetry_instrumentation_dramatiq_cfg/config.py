@@ -24,6 +24,7 @@ Option (keyword argument)                         Environment variable          
 ``metrics_set`` (all, guide, semconv)              ``OTEL_PYTHON_DRAMATIQ_METRICS_SET``      all
 ``queue_metrics_enabled`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED``  true
 ``queue_metrics_interval`` (seconds, >= 0)        ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL``  10
+``suppress_broker_spans`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS``  true
 ================================================  =====================================  =========
 
 ``failure_hooks`` and ``completion_hooks`` are called as ``hook(outcome)`` with a
@@ -37,6 +38,11 @@ the messaging semantic-convention metrics); the queue-state gauges follow ``queu
 Exceptions of failed sends and attempts are recorded as span events, log events (to
 ``logger_provider``) or both, as ``OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`` says (see
 :mod:`.exception_signal`).
+
+``suppress_broker_spans`` runs Dramatiq's own broker traffic (polling, acks, heartbeats, delayed-message
+moves, this package's registry and gauges) with OpenTelemetry instrumentation suppressed, and an
+enqueue's RabbitMQ publish too, so the Redis and pika instrumentations add no trace of their own (see
+:mod:`.quiet`). ``false`` shows that traffic again.
 
 Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
 """
@@ -118,6 +124,9 @@ class Options:
     queue_metrics_enabled: bool = True
     #: Minimum seconds between two broker reads for the queue gauges.
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
+    #: Run Dramatiq's own broker traffic (polling, acks, heartbeats, delayed-message moves, this
+    #: package's registry and gauges) and an enqueue's RabbitMQ publish with instrumentation suppressed.
+    suppress_broker_spans: bool = True
 
     @classmethod
     def resolve(
@@ -140,6 +149,7 @@ class Options:
         metrics_set: str | None = None,
         queue_metrics_enabled: bool | None = None,
         queue_metrics_interval: float | None = None,
+        suppress_broker_spans: bool | None = None,
     ) -> Options:
         """Options from keyword arguments, falling back to the environment, then to defaults."""
         max_length = capture_args_max_length
@@ -165,6 +175,7 @@ class Options:
             metrics_set=_choice("metrics_set", metrics_set, METRICS_SETS),
             queue_metrics_enabled=_flag("queue_metrics_enabled", queue_metrics_enabled, default=True),
             queue_metrics_interval=_seconds("queue_metrics_interval", queue_metrics_interval),
+            suppress_broker_spans=_flag("suppress_broker_spans", suppress_broker_spans, default=True),
         )
 
 

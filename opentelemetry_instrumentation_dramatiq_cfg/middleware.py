@@ -7,7 +7,8 @@ and it sees what Retries decided.
 
 Producer side: ``before_enqueue`` starts a ``send {queue}`` PRODUCER span and injects its context into
 ``message.options`` (the message's creation context); ``after_enqueue`` ends it; if the broker raises,
-the instrumentor's enqueue wrapper ends it with ERROR (see :func:`abandon_sends`). A message that
+the instrumentor's enqueue wrapper ends it with ERROR (see :func:`guarded_enqueue`). Inside that
+wrapper the send span's context is current during the broker call (see :mod:`.quiet`). A message that
 already carries a creation context (a retry, a delayed message coming due) keeps it: a retry gets a
 ``send`` span of kind CLIENT, child of the failed attempt and linked to the creation context (the
 conventions' "Send span (client)"), and a delayed message moved by the worker gets none.
@@ -40,7 +41,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import Histogram, get_meter_provider
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from . import hooks, processes, propagation, semconv, shutdown
+from . import hooks, processes, propagation, quiet, semconv, shutdown
 from .config import AnyMessage, Hook, Options
 from .exception_signal import MAX_MESSAGE_LENGTH, ExceptionRecorder, ExceptionSignal
 from .hooks import TaskOutcome
@@ -143,6 +144,7 @@ class _Send:
     queue: _Queue
     instruments: Instruments | None
     errors: ExceptionRecorder
+    token: object | None = None  # the broker call's context (quiet.broker_call_context), detached at the end
 
 
 @dataclass(slots=True)
@@ -168,6 +170,9 @@ class _ThreadSends(threading.local):
 
     def __init__(self) -> None:
         self.stack: list[_Send] = []
+        # Enqueues in progress inside the instrumentor's wrapper, which ends the sends a raising broker
+        # leaves (see guarded_enqueue); only there is a send's context attached around the broker call.
+        self.guarded = 0
 
 
 _sends = _ThreadSends()
@@ -298,7 +303,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             elif not reenqueue:
                 propagation.inject(options, otel_context.get_current())
             instruments = self._recording_instruments()
-            stack.append(_Send(message, span, time.perf_counter(), queue, instruments, self._errors))
+            send = _Send(message, span, time.perf_counter(), queue, instruments, self._errors)
+            stack.append(send)
+            if span is not None and _sends.guarded:  # attached last: from here on, _end_send detaches it
+                send.token = otel_context.attach(
+                    quiet.broker_call_context(broker, span, self.options.suppress_broker_spans)
+                )
         except Exception:
             _hook_failed("before_enqueue")
 
@@ -614,10 +624,10 @@ def current_message() -> tuple[str, str]:
 
 
 def abandon_sends(mark: int, exception: BaseException) -> None:
-    """End, with ``exception``, the sends started on this thread after ``mark`` (see :func:`sends_mark`).
+    """End, with ``exception``, the sends started on this thread after the first ``mark`` ones.
 
-    Called by the instrumentor's wrapper around ``Broker.enqueue`` when the broker raises, since
-    Dramatiq then never emits ``after_enqueue``.
+    Called by :func:`guarded_enqueue` when the broker raises, since Dramatiq then never emits
+    ``after_enqueue``.
     """
     try:
         stack = _sends.stack
@@ -629,12 +639,24 @@ def abandon_sends(mark: int, exception: BaseException) -> None:
         _logger.debug("OpenTelemetry abandon_sends failed", exc_info=True)
 
 
-def sends_mark() -> int:
-    """How many sends are in progress on this thread."""
-    return len(_sends.stack)
+def guarded_enqueue(enqueue: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a broker's ``enqueue``; if it raises, end the sends it started (Dramatiq then emits no
+    ``after_enqueue``) and detach their contexts. The instrumentor wraps every ``enqueue`` with it."""
+    state = _sends
+    mark = len(state.stack)
+    state.guarded += 1
+    try:
+        return enqueue(*args, **kwargs)
+    except BaseException as exception:
+        abandon_sends(mark, exception)
+        raise
+    finally:
+        state.guarded -= 1
 
 
 def _end_send(send: _Send, exception: BaseException | None) -> None:
+    if send.token is not None:
+        otel_context.detach(send.token)  # type: ignore[arg-type]
     if exception is not None:
         send.errors.record(send.span, exception, semconv.EVENT_SEND_EXCEPTION)
     if send.span is not None:
