@@ -49,9 +49,29 @@ def samples(body: str) -> list[Any]:
     return [sample for family in parse(body) for sample in family.samples]
 
 
-def sample_set(body: str) -> set[tuple[str, frozenset[tuple[str, str]], float]]:
-    """A scrape as a set of samples, whatever the order of its lines and labels."""
-    return {(s.name, frozenset(s.labels.items()), s.value) for s in samples(body)}
+Sample = tuple[str, frozenset[tuple[str, str]], float]
+
+
+def sample_set(body: str, scope_labels: bool = True) -> set[Sample]:
+    """A scrape as a set of samples, whatever the order of its lines and labels (without the
+    ``otel_scope_*`` labels unless ``scope_labels``)."""
+    return {
+        (
+            s.name,
+            frozenset((k, v) for k, v in s.labels.items() if scope_labels or not k.startswith("otel_scope_")),
+            s.value,
+        )
+        for s in samples(body)
+    }
+
+
+def mixed_label_sets(found: set[Sample]) -> set[str]:
+    """The metrics some of whose points lack an attribute others have (rendered as an empty label)."""
+    return {
+        name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")
+        for name, labels, _ in found
+        if any(value == "" for _, value in labels)
+    }
 
 
 def values(body: str, name: str, **labels: str) -> list[float]:
@@ -130,17 +150,31 @@ def test_series_are_byte_for_byte_those_of_the_otel_prometheus_exporter(serve, i
         process_all(broker, "golden")
 
         content_type, body = scrape(reader.port)
-        assert sample_set(body) == sample_set(render())
         if SCOPE_LABELS:
             assert body == render()
+        ours, theirs = sample_set(body, scope_labels=SCOPE_LABELS), sample_set(render())
+        if not SCOPE_LABELS:
+            # Before 0.64b0 the exporter has no otel_scope_* labels (this endpoint always has them, as
+            # the newer exporter does), and it writes the label values of a metric whose points have
+            # different attribute sets (error.type on failures only) under the wrong names: those two
+            # metrics are compared by names and values only, the rest sample by sample.
+            mixed = mixed_label_sets(ours)
+            assert mixed == {"messaging_process_duration_seconds", "messaging_client_consumed_messages_total"}
+
+            def split(found: set[Sample]) -> tuple[set[Sample], list[tuple[str, float]]]:
+                plain = {s for s in found if not s[0].startswith(tuple(mixed))}
+                return plain, sorted((s[0], s[2]) for s in found - plain)
+
+            ours, ours_mixed = split(ours)
+            theirs, theirs_mixed = split(theirs)
+            assert ours_mixed == theirs_mixed
+        assert ours == theirs
         assert content_type.startswith("text/plain; version=0.0.4")
         assert values(body, "dramatiq_tasks_total", task_name="compared", status="success") == [2.0]
         assert values(body, "dramatiq_tasks_total", task_name="compared", status="retry") == [1.0]
         assert values(body, "dramatiq_tasks_total", task_name="compared", status="failure") == [1.0]
         assert values(body, "target_info")  # the resource, as the exporter renders it
-        assert (
-            'otel_scope_name="opentelemetry_instrumentation_dramatiq_cfg.metrics"' in body
-        ) is SCOPE_LABELS
+        assert 'otel_scope_name="opentelemetry_instrumentation_dramatiq_cfg.metrics"' in body
     finally:
         provider.shutdown()
 

@@ -8,6 +8,8 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import dq_name
 
+from opentelemetry_instrumentation_dramatiq_cfg.django.conf import HealthSettings
+from opentelemetry_instrumentation_dramatiq_cfg.django.service import TaskService
 from opentelemetry_instrumentation_dramatiq_cfg.queue_state import (
     READY_AND_UNACKED,
     READY_ONLY,
@@ -41,9 +43,36 @@ def test_an_unreachable_management_api_falls_back_to_ready_counts_and_says_why(r
     snapshot = reader.read([queue_name])
 
     assert snapshot.counts == READY_ONLY
-    assert "RabbitMQ management API at http://127.0.0.1:" in snapshot.meta["management_api"]
+    assert "RabbitMQ management API at http://127.0.0.1:" in snapshot.meta["management_api_error"]
     assert SECRET not in str(snapshot.meta)
     assert snapshot.queues[0].in_flight is None
+
+
+def test_the_health_answer_and_the_page_say_the_counts_are_ready_only(
+    client, admin_client, rabbitmq_broker, queue_name, health
+):
+    dramatiq.set_broker(rabbitmq_broker)
+    rabbitmq_broker.declare_queue(queue_name)
+    health(DETAILS="public", RABBITMQ_MANAGEMENT_URL=f"http://watcher:{SECRET}@127.0.0.1:{free_port()}/")
+
+    body = client.get("/health/").json()
+    page = admin_client.get("/admin/dramatiq_otel/monitoring/").content.decode()
+
+    assert body["counts"] == READY_ONLY
+    assert body["management_api_error"].startswith("RabbitMQ management API at http://127.0.0.1:")
+    assert SECRET not in str(body) and SECRET not in page
+    assert "Counts are of <strong>ready</strong> messages only" in page
+
+
+def test_a_management_url_that_is_not_http_is_refused_without_repeating_it(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from opentelemetry_instrumentation_dramatiq_cfg.django.conf import health_settings
+
+    settings.DRAMATIQ_HEALTH = {"RABBITMQ_MANAGEMENT_URL": f"amqp://guest:{SECRET}@rabbit:5672/"}
+    with pytest.raises(ImproperlyConfigured, match="RABBITMQ_MANAGEMENT_URL") as raised:
+        health_settings()
+    assert SECRET not in str(raised.value)
 
 
 @pytest.fixture
@@ -95,6 +124,12 @@ def test_the_management_api_counts_what_workers_hold(
         (ready,) = ready_only.queues
         assert (ready.pending, ready.delayed, ready.in_flight, ready_only.counts) == (0, 0, None, READY_ONLY)
         assert gauge(metric_reader, "dramatiq.queue.delayed", queue_name) == 1
+        config = HealthSettings(BROKER=broker, DETAILS="public", RABBITMQ_MANAGEMENT_URL=management)
+        _, body = TaskService(config).health(details=True)
+        assert body["counts"] == READY_AND_UNACKED and "management_api_error" not in body
+        (queue,) = [q for q in body["queues"] if q["name"] == queue_name]
+        assert (queue["delayed"], queue["in_flight"]) == (1, 1)
+        assert "guest:guest" not in repr(config)
     finally:
         release.set()
         worker.stop()

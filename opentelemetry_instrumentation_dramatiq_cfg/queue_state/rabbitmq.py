@@ -6,7 +6,7 @@ With the management API (``management_url``, or ``DRAMATIQ_RABBITMQ_MANAGEMENT_U
 unacknowledged messages of ``Q`` (delivered to workers, prefetch included); delayed = ready +
 unacknowledged of ``Q.DQ`` (workers hold delayed messages until due); dead-lettered = ready +
 unacknowledged of ``Q.XQ``; the snapshot's ``counts`` is ``ready+unacked``. Should the API fail, the
-read falls back to the passive declares and says so in ``meta["management_api"]``.
+read falls back to the passive declares and says why in ``meta["management_api_error"]``.
 
 Without it (``counts`` = ``ready``): pending = ready messages of ``Q`` (RabbitMQ's ``message_count``
 excludes unacked deliveries, so in flight is unknown: ``None``); delayed = ready messages of ``Q.DQ``
@@ -86,7 +86,7 @@ class RabbitmqQueueState(BrokerReader):
             return self._read_management(self._management, names)
         except BrokerUnavailable as exc:  # still answer, with the ready-only counts, and say why
             snapshot = self._read_ready(names)
-            snapshot.meta["management_api"] = str(exc)
+            snapshot.meta["management_api_error"] = str(exc)
             return snapshot
 
     def _read_management(self, api: ManagementAPI, names: list[str]) -> BrokerSnapshot:
@@ -105,7 +105,7 @@ class RabbitmqQueueState(BrokerReader):
                     consumers=queue.consumers,
                 )
             )
-        meta = {"management_api": api.base_url}
+        meta = {"counts_source": "management_api"}
         return BrokerSnapshot(
             "rabbitmq", tuple(queues), (), registry=False, meta=meta, counts=READY_AND_UNACKED
         )
