@@ -281,7 +281,11 @@ class QueueGauges:
         meter = get_meter(__name__, __version__, meter_provider, schema_url=semconv.SCHEMA_URL)
         for name, description in (
             (semconv.METRIC_QUEUE_DEPTH, "Messages waiting in a queue (pending, not yet delivered)."),
-            (semconv.METRIC_QUEUE_DELAYED, "Delayed messages (retries and eta) waiting in a queue."),
+            (
+                semconv.METRIC_QUEUE_DELAYED,
+                "Delayed messages (retries and eta) of a queue, waiting or held by a worker until due; "
+                "on RabbitMQ without DRAMATIQ_RABBITMQ_MANAGEMENT_URL ready ones only (held ones missed).",
+            ),
             (semconv.METRIC_QUEUE_DEAD_LETTERED, "Messages in a queue's dead-letter queue."),
             (semconv.METRIC_WORKERS, "Worker processes consuming a queue, by status (active, stale)."),
         ):

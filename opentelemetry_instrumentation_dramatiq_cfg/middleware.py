@@ -380,9 +380,10 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             options = fields.options
             retries = _int(options.get("retries"))
             span = None
+            carried = propagation.extract(options)  # the producer's span, baggage and trace state
             if self.options.traces_enabled:
                 span = self._start_process_span(
-                    broker, message, options, queue, actor_name, message_id, retries
+                    broker, message, options, carried, queue, actor_name, message_id, retries
                 )
             instruments = self._recording_instruments()
             task = self._task(actor_name, queue) if instruments is not None else None
@@ -398,8 +399,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 task,
                 self._errors,
             )
-            if span is not None:  # attached last, so that nothing can fail between attach and the handover
-                state.token = otel_context.attach(trace.set_span_in_context(span))
+            # Attached last, so that nothing can fail between attach and the handover. The actor sees
+            # the carried baggage either way, and with traces off the producer's span as its parent.
+            if span is not None:
+                state.token = otel_context.attach(trace.set_span_in_context(span, carried))
+            elif carried is not None:
+                state.token = otel_context.attach(carried)
             _processing.set(state)  # from here on, the after-hook ends the span and detaches
             if instruments is not None:
                 if instruments.in_flight is not None:
@@ -416,12 +421,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         broker: Broker,
         message: MessageProxy,
         options: dict[str, Any],
+        parent: otel_context.Context | None,
         queue: _Queue,
         actor_name: str,
         message_id: str,
         retries: int,
     ) -> Span:
-        parent = propagation.extract(options)
         # Linked to the creation context in both modes (messaging-spans.md, "Consumer spans").
         links = _creation_link(parent)
         if self.options.use_links or parent is None:

@@ -414,6 +414,7 @@ def test_excluded_actors_and_queues_get_no_spans(instrument, queue_name, span_ex
     }
 
 
+@pytest.mark.expect_swallowed_errors
 def test_hooks_see_span_and_message_and_never_break_the_task(instrument, queue_name, span_exporter):
     from dramatiq.brokers.stub import StubBroker
 
@@ -448,6 +449,7 @@ def test_hooks_see_span_and_message_and_never_break_the_task(instrument, queue_n
     assert len(send.attributes["messaging.dramatiq.message.args"]) <= 20
 
 
+@pytest.mark.expect_swallowed_errors
 def test_a_broken_tracer_never_fails_a_send_or_a_task(instrument, queue_name):
     from dramatiq.brokers.stub import StubBroker
     from opentelemetry.sdk.trace import TracerProvider

@@ -133,6 +133,8 @@ class MonitoringPage:
     workers: list[WorkerRow] = field(default_factory=list)
     #: Worker liveness comes from the registry (else from RabbitMQ consumer counts).
     registry: bool = True
+    #: What the counts include: ``ready+unacked``, or ``ready`` (RabbitMQ without its management API).
+    counts: str = ""
     records_installed: bool = False
     records_error: str | None = None
     failures: list[RecordRow] = field(default_factory=list)
@@ -205,6 +207,7 @@ def _broker_state(page: MonitoringPage, service: TaskService) -> None:
         return
     page.broker = snapshot.broker
     page.registry = snapshot.registry
+    page.counts = snapshot.counts
     page.queues = sorted(snapshot.queues, key=lambda queue: (-queue.pending, queue.name))
     page.totals = {
         "pending": snapshot.total_pending,

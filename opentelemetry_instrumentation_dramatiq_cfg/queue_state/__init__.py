@@ -22,6 +22,8 @@ from typing import Any
 from .base import (
     DEFAULT_TIMEOUT,
     DEFAULT_WORKER_TIMEOUT,
+    READY_AND_UNACKED,
+    READY_ONLY,
     BrokerSnapshot,
     BrokerUnavailable,
     QueueStateReader,
@@ -34,6 +36,8 @@ from .registry import WorkerRegistry, WorkerRegistryMiddleware
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_WORKER_TIMEOUT",
+    "READY_AND_UNACKED",
+    "READY_ONLY",
     "BrokerSnapshot",
     "BrokerUnavailable",
     "QueueStateReader",
@@ -47,22 +51,32 @@ __all__ = [
 
 
 def reader_for_broker(
-    broker: Any, *, timeout: float = DEFAULT_TIMEOUT, worker_timeout: float = DEFAULT_WORKER_TIMEOUT
+    broker: Any,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
+    rabbitmq_management_url: str | None = None,
 ) -> QueueStateReader:
-    """The reader for this broker's type (Redis, RabbitMQ or Stub, subclasses included)."""
+    """The reader for this broker's type (Redis, RabbitMQ or Stub, subclasses included).
+
+    ``rabbitmq_management_url`` (default: ``DRAMATIQ_RABBITMQ_MANAGEMENT_URL``) makes a RabbitMQ
+    reader count unacknowledged messages too, through the management HTTP API."""
     reader: type[Any]
+    options: dict[str, Any] = {}
     if _is_a(broker, "dramatiq.brokers.stub", "StubBroker"):
         from .stub import StubQueueState as reader
     elif _is_a(broker, "dramatiq.brokers.redis", "RedisBroker"):
         from .redis import RedisQueueState as reader
     elif _is_a(broker, "dramatiq.brokers.rabbitmq", "RabbitmqBroker"):
         from .rabbitmq import RabbitmqQueueState as reader
+
+        options["management_url"] = rabbitmq_management_url
     else:
         raise TypeError(
             f"No queue-state reader for {type(broker).__module__}.{type(broker).__qualname__}: "
             "supported brokers are RedisBroker, RabbitmqBroker and StubBroker"
         )
-    result: QueueStateReader = reader(broker, timeout=timeout, worker_timeout=worker_timeout)
+    result: QueueStateReader = reader(broker, timeout=timeout, worker_timeout=worker_timeout, **options)
     return result
 
 
