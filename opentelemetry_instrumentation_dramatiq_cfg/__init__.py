@@ -70,8 +70,9 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from . import processes
 from .config import Options
-from .middleware import OpenTelemetryMiddleware, abandon_sends, sends_mark
+from .middleware import OpenTelemetryMiddleware
 from .package import _instruments
+from .sending import abandon_sends, sends_mark
 from .version import __version__
 
 __all__ = ["DramatiqInstrumentor", "OpenTelemetryMiddleware", "__version__"]
