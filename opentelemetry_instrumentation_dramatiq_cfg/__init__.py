@@ -86,9 +86,10 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from . import processes
 from .config import Options
-from .middleware import OpenTelemetryMiddleware, guarded_enqueue
+from .middleware import OpenTelemetryMiddleware
 from .package import _instruments
 from .quiet import BrokerTraffic
+from .sending import guarded_enqueue
 from .version import __version__
 
 __all__ = ["DramatiqInstrumentor", "OpenTelemetryMiddleware", "__version__"]
