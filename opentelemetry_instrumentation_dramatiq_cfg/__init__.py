@@ -182,9 +182,5 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         owner = next(cls for cls in broker_class.__mro__ if "enqueue" in vars(cls))
         if owner in self._patched_enqueues:
             return
-        wrapt.wrap_function_wrapper(owner, "enqueue", _traced_enqueue)
+        wrapt.wrap_function_wrapper(owner, "enqueue", guarded_enqueue)
         self._patched_enqueues.append(owner)
-
-
-def _traced_enqueue(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    return guarded_enqueue(wrapped, *args, **kwargs)

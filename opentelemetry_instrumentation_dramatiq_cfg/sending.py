@@ -187,9 +187,12 @@ def abandon_sends(mark: int, exception: BaseException) -> None:
         _logger.debug("OpenTelemetry abandon_sends failed", exc_info=True)
 
 
-def guarded_enqueue(enqueue: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a broker's ``enqueue``; if it raises, end the sends it started (Dramatiq then emits no
-    ``after_enqueue``) and detach their contexts. The instrumentor wraps every ``enqueue`` with it."""
+def guarded_enqueue(
+    enqueue: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A ``wrapt`` wrapper of a broker's ``enqueue``: if it raises, end the sends it started (Dramatiq
+    then emits no ``after_enqueue``) and detach their contexts. The instrumentor wraps every
+    ``enqueue`` with it (directly, so that it costs one call per message)."""
     state = _sends
     mark = len(state.stack)
     state.guarded += 1
