@@ -23,6 +23,7 @@ Option (keyword argument)                         Environment variable          
 ``metrics_set`` (all, guide, semconv)              ``OTEL_PYTHON_DRAMATIQ_METRICS_SET``      all
 ``queue_metrics_enabled`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED``  true
 ``queue_metrics_interval`` (seconds, >= 0)        ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL``  10
+``stall_timeout`` (seconds, >= 0)                 ``OTEL_PYTHON_DRAMATIQ_STALL_TIMEOUT``    600
 ================================================  =====================================  =========
 
 ``failure_hooks`` and ``completion_hooks`` are called as ``hook(outcome)`` with a
@@ -32,6 +33,9 @@ that fails for good, the second once per processed attempt (see :mod:`.hooks`).
 ``metrics_set`` chooses the per-message instruments: ``all`` (both families), ``guide`` (only
 ``dramatiq.tasks`` and ``dramatiq.task.duration``, the monitoring guide's series) or ``semconv`` (only
 the messaging semantic-convention metrics); the queue-state gauges follow ``queue_metrics_enabled``.
+
+``stall_timeout``: a live worker whose every thread has held a message with none finished for longer
+is counted ``stalled`` by the ``dramatiq.workers`` gauge (see :mod:`.queue_state.registry`).
 
 Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
 """
@@ -48,6 +52,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, TracerProvider
 
 from .hooks import TaskHook
+from .queue_state.base import DEFAULT_STALL_TIMEOUT
 
 if TYPE_CHECKING:
     from dramatiq import Message
@@ -92,6 +97,7 @@ class Options:
     metrics_set: str = METRICS_ALL
     queue_metrics_enabled: bool = True
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
 
     @classmethod
     def resolve(
@@ -113,6 +119,7 @@ class Options:
         metrics_set: str | None = None,
         queue_metrics_enabled: bool | None = None,
         queue_metrics_interval: float | None = None,
+        stall_timeout: float | None = None,
     ) -> Options:
         """Options from keyword arguments, falling back to the environment, then to defaults."""
         max_length = capture_args_max_length
@@ -137,6 +144,7 @@ class Options:
             metrics_set=_choice("metrics_set", metrics_set, METRICS_SETS),
             queue_metrics_enabled=_flag("queue_metrics_enabled", queue_metrics_enabled, default=True),
             queue_metrics_interval=_seconds("queue_metrics_interval", queue_metrics_interval),
+            stall_timeout=_seconds("stall_timeout", stall_timeout, DEFAULT_STALL_TIMEOUT),
         )
 
 
@@ -175,11 +183,11 @@ def _choice(option: str, value: str | None, choices: tuple[str, ...]) -> str:
     return text
 
 
-def _seconds(option: str, value: float | None) -> float:
+def _seconds(option: str, value: float | None, default: float = DEFAULT_QUEUE_METRICS_INTERVAL) -> float:
     if value is None:
         raw = os.environ.get(_env_name(option), "").strip()
         try:
-            value = float(raw) if raw else DEFAULT_QUEUE_METRICS_INTERVAL
+            value = float(raw) if raw else default
         except ValueError:
             raise ValueError(f"{_env_name(option)} must be a number of seconds, got {raw!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):

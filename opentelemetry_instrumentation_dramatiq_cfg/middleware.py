@@ -241,7 +241,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             and not self.options.completion_hooks
         )
         self._queue_gauges = (
-            queue_gauges_for(self.options.meter_provider, self.options.queue_metrics_interval, READ_TIMEOUT)
+            queue_gauges_for(
+                self.options.meter_provider,
+                self.options.queue_metrics_interval,
+                READ_TIMEOUT,
+                self.options.stall_timeout,
+            )
             if self.options.metrics_enabled and self.options.queue_metrics_enabled
             else None
         )
@@ -342,6 +347,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
     # -- consumer -------------------------------------------------------------------------------
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        self._registry.before_process_message(broker, message)  # progress, whatever is excluded
         try:
             leftover = _processing.get()
             if leftover is not None:  # never expected; don't let a lost end leak its context
@@ -425,6 +431,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        self._registry.after_process_message(broker, message)
         try:
             state = self._take(message)
             if state is None:
@@ -441,6 +448,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             _hook_failed("after_process_message")
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        self._registry.after_skip_message(broker, message)
         try:
             state = self._take(message)
             if state is None:

@@ -7,12 +7,23 @@ written only from worker hooks: when a ``Worker`` boots (the ``dramatiq`` comman
 stops. Readers never write it.
 
 Where it lives: on Redis, the hash ``<namespace>:__otel_workers__`` (field: worker id, value: JSON with
-host, pid, queues, threads, last_seen); on the StubBroker, this process's memory; on RabbitMQ there
-is no store (liveness comes from consumer counts). Cost: one ``HSET`` per worker process every
-``interval`` seconds (5 by default), plus an ``HDEL`` of entries unseen for an hour once a minute.
+host, pid, queues, threads, last_seen and the progress fields below); on the StubBroker, this
+process's memory; on RabbitMQ there is no store (liveness comes from consumer counts, and a stalled
+worker cannot be told). Cost: one ``HSET`` per worker process every ``interval`` seconds (5 by
+default), plus an ``HDEL`` of entries unseen for an hour once a minute.
 
-:class:`WorkerRegistryMiddleware` drives it; the OpenTelemetry middleware calls the same two hooks,
+:class:`WorkerRegistryMiddleware` drives it; the OpenTelemetry middleware calls the same hooks,
 so listing both never registers a worker twice (same worker id).
+
+Progress: a worker that beats is alive, not necessarily working. Each record also carries
+``processing`` (messages between ``before_process_message`` and their after-hook in that worker),
+``finished`` (messages it finished since it started) and ``busy_since`` (wall-clock time since when
+*every* worker thread has held a message with none finished, ``null`` otherwise). Readers call a
+worker ``stalled`` once ``busy_since`` is older than their stall timeout (see
+:data:`~.base.DEFAULT_STALL_TIMEOUT`): every thread stuck, e.g. on a call without timeout. A worker
+whose threads are partly idle, or that finishes messages, is never stalled. Counting costs a dict
+lookup and a lock per message; the record is written by the beat, so a stall shows within one
+``interval`` of the stall timeout and clears within one ``interval`` of the next finished message.
 """
 
 from __future__ import annotations
@@ -52,6 +63,33 @@ def decode_record(raw: Any) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+class Progress:
+    """Messages in the hands of one worker's threads, and since when they have all been busy."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+        self.processing = 0
+        self.finished = 0
+        self.busy_since: float | None = None
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self.processing += 1
+            if self.processing >= self.threads and self.busy_since is None:
+                self.busy_since = time.time()
+
+    def ended(self) -> None:
+        with self._lock:
+            self.processing = max(0, self.processing - 1)
+            self.finished += 1
+            self.busy_since = None
+
+    def fields(self) -> dict[str, Any]:
+        with self._lock:
+            return {"processing": self.processing, "finished": self.finished, "busy_since": self.busy_since}
+
+
 class WorkerRegistry:
     """Registers one running worker; never raises (a registry outage must not stop a worker)."""
 
@@ -67,6 +105,7 @@ class WorkerRegistry:
             "queues": sorted(name for name in queues if not name.endswith((".DQ", ".XQ"))),
             "threads": int(getattr(worker, "worker_threads", 0)),
         }
+        self.progress = Progress(self.record["threads"])
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,7 +133,7 @@ class WorkerRegistry:
 
     def _write(self, *, prune: bool = True) -> None:
         now = time.time()
-        record = {**self.record, "last_seen": now}
+        record = {**self.record, **self.progress.fields(), "last_seen": now}
         try:
             client, namespace = _redis(self.broker)
             if client is not None:
@@ -126,6 +165,8 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         self.interval = float(interval)
         self._registries: dict[int, WorkerRegistry] = {}
+        #: Worker thread ident -> the progress of its worker (message hooks do not name the worker).
+        self._progress: dict[int, Progress] = {}
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         try:
@@ -133,6 +174,9 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
                 registry = self._registries[id(worker)] = WorkerRegistry(
                     broker, worker, interval=self.interval
                 )
+                for thread in getattr(worker, "workers", ()):
+                    if thread.ident is not None:
+                        self._progress[thread.ident] = registry.progress
                 registry.worker_started()
         except Exception:
             _logger.debug("Worker registry: boot hook failed", exc_info=True)
@@ -141,6 +185,23 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         registry = self._registries.pop(id(worker), None)
         if registry is not None:
             registry.worker_stopped()
+            for ident in [i for i, p in self._progress.items() if p is registry.progress]:
+                del self._progress[ident]
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        progress = self._progress.get(threading.get_ident())
+        if progress is not None:
+            progress.started()
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        progress = self._progress.get(threading.get_ident())
+        if progress is not None:
+            progress.ended()
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        self.after_process_message(broker, message)
 
 
 def _redis(broker: Any) -> tuple[Any, str]:

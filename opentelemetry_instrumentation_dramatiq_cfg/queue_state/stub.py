@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from queue import Queue
+from typing import Any
 
 from dramatiq.common import dq_name
 
-from .base import BrokerReader, BrokerSnapshot, QueueStats, canonical_queues
+from .base import BrokerReader, BrokerSnapshot, QueueStats, age, canonical_queues, waiting_since
 from .registry import memory_registry
 
 
@@ -19,18 +21,20 @@ class StubQueueState(BrokerReader):
 
     def read(self, queue_names: Iterable[str] | None = None) -> BrokerSnapshot:
         queues = []
+        now = time.time()
         for name in canonical_queues(self.broker, queue_names):
             pending = self.broker.queues.get(name)
             delayed = self.broker.queues.get(dq_name(name))
+            head = _head(pending)
             queues.append(
                 QueueStats(
                     name,
                     pending=pending.qsize() if pending is not None else 0,
                     delayed=delayed.qsize() if delayed is not None else 0,
                     dead_lettered=len(self.broker.dead_letters_by_queue.get(name, ())),
+                    oldest_age=0.0 if head is None else age(waiting_since(head), now),
                 )
             )
-        now = time.time()
         workers = tuple(
             self.worker(worker_id, record, now)
             for worker_id, record in sorted(memory_registry.get(self.broker, {}).items())
@@ -39,3 +43,11 @@ class StubQueueState(BrokerReader):
 
     def ping(self) -> bool:
         return True
+
+
+def _head(queue: Queue[Any] | None) -> Any:
+    """The next message a StubBroker queue hands out (a FIFO ``queue.Queue``), without taking it."""
+    if queue is None:
+        return None
+    with queue.mutex:
+        return queue.queue[0] if queue.queue else None
