@@ -471,6 +471,10 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         shutdown.flush_on_first_signal(self._flush)
 
     @_guarded
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        self._registry.before_worker_boot(broker, worker)
+
+    @_guarded
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Register the worker (see :mod:`.queue_state.registry`) for the health view."""
         self._registry.after_worker_boot(broker, worker)

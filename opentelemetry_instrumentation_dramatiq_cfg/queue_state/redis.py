@@ -76,7 +76,7 @@ class RedisQueueState(BrokerReader):
         pipe.hgetall(redis_key(ns))
         if names:
             keys = [key for name in names for key in (f"{ns}:{name}", f"{ns}:{name}.msgs")]
-            pipe.eval_ro(_HEAD_DUE_SCRIPT, len(keys), *keys)
+            pipe.execute_command("EVAL_RO", _HEAD_DUE_SCRIPT, len(keys), *keys)  # type: ignore[no-untyped-call]
         try:
             results = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:

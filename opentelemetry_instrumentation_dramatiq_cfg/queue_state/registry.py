@@ -110,6 +110,8 @@ class WorkerRegistry:
         self._thread: threading.Thread | None = None
 
     def worker_started(self) -> None:
+        if self._thread is not None:
+            return
         self._write()
         self._thread = threading.Thread(target=self._beat, name="dramatiq-worker-registry", daemon=True)
         self._thread.start()
@@ -165,38 +167,42 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         self.interval = float(interval)
         self._registries: dict[int, WorkerRegistry] = {}
-        #: Worker thread ident -> the progress of its worker (message hooks do not name the worker).
+        #: id of a worker's work queue -> its progress. Message hooks do not name the worker, but each
+        #: worker thread keeps its worker's ``work_queue``; mapped before the threads start, as a
+        #: thread may take a message before ``after_worker_boot``.
         self._progress: dict[int, Progress] = {}
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
         try:
             if id(worker) not in self._registries:
                 registry = self._registries[id(worker)] = WorkerRegistry(
                     broker, worker, interval=self.interval
                 )
-                for thread in getattr(worker, "workers", ()):
-                    if thread.ident is not None:
-                        self._progress[thread.ident] = registry.progress
-                registry.worker_started()
+                self._progress[id(worker.work_queue)] = registry.progress
         except Exception:
             _logger.debug("Worker registry: boot hook failed", exc_info=True)
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        self.before_worker_boot(broker, worker)  # a no-op unless that hook was missed
+        registry = self._registries.get(id(worker))
+        if registry is not None:
+            registry.worker_started()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         registry = self._registries.pop(id(worker), None)
         if registry is not None:
             registry.worker_stopped()
-            for ident in [i for i, p in self._progress.items() if p is registry.progress]:
-                del self._progress[ident]
+            self._progress.pop(id(getattr(worker, "work_queue", None)), None)
 
     def before_process_message(self, broker: Any, message: Any) -> None:
-        progress = self._progress.get(threading.get_ident())
+        progress = self._progress.get(id(getattr(threading.current_thread(), "work_queue", None)))
         if progress is not None:
             progress.started()
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        progress = self._progress.get(threading.get_ident())
+        progress = self._progress.get(id(getattr(threading.current_thread(), "work_queue", None)))
         if progress is not None:
             progress.ended()
 
