@@ -86,6 +86,7 @@ class PrivateServer:
         self._signal(signal.SIGKILL)
         self.process.wait()
         self._wait_closed()
+        self._wait_group_gone()
         self.process = None
 
     def stop(self) -> None:
@@ -99,7 +100,24 @@ class PrivateServer:
             self._signal(signal.SIGKILL)
             self.process.wait()
         self._wait_closed()
+        self._wait_group_gone()
         self.process = None
+
+    def _wait_group_gone(self) -> None:
+        """Every process of its group has exited: RabbitMQ's script can exit and its listener close
+        while the Erlang VM still writes its stores, and a node started then finds its name taken."""
+        assert self.process is not None
+        deadline, killed = time.monotonic() + 30, False
+        while True:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            if time.monotonic() > deadline:
+                assert not killed, f"{self.name}: processes of its group outlived SIGKILL"
+                self._signal(signal.SIGKILL)
+                deadline, killed = time.monotonic() + 10, True
+            time.sleep(0.05)
 
     def _wait_closed(self) -> None:
         deadline = time.monotonic() + 30
