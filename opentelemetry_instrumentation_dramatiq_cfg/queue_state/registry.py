@@ -64,30 +64,36 @@ def decode_record(raw: Any) -> dict[str, Any] | None:
 
 
 class Progress:
-    """Messages in the hands of one worker's threads, and since when they have all been busy."""
+    """Messages in the hands of one worker's threads, and since when they have all been busy.
+
+    Lock-free: each worker thread writes only its own entries (a dict item set or popped is atomic
+    in CPython), and the beat reads copies.
+    """
 
     def __init__(self, threads: int) -> None:
         self.threads = max(1, threads)
-        self.processing = 0
-        self.finished = 0
-        self.busy_since: float | None = None
-        self._lock = threading.Lock()
+        #: thread ident -> when the message it holds started
+        self._started: dict[int, float] = {}
+        #: thread ident -> messages it finished
+        self._finished: dict[int, int] = {}
 
-    def started(self) -> None:
-        with self._lock:
-            self.processing += 1
-            if self.processing >= self.threads and self.busy_since is None:
-                self.busy_since = time.time()
+    def started(self, ident: int) -> None:
+        self._started[ident] = time.time()
 
-    def ended(self) -> None:
-        with self._lock:
-            self.processing = max(0, self.processing - 1)
-            self.finished += 1
-            self.busy_since = None
+    def ended(self, ident: int) -> None:
+        self._started.pop(ident, None)
+        self._finished[ident] = self._finished.get(ident, 0) + 1
 
     def fields(self) -> dict[str, Any]:
-        with self._lock:
-            return {"processing": self.processing, "finished": self.finished, "busy_since": self.busy_since}
+        """``processing``, ``finished`` and ``busy_since``: every thread has been busy, with none
+        finished, since the latest of their current messages started."""
+        started = self._started.copy()
+        busy_since = max(started.values()) if len(started) >= self.threads else None
+        return {
+            "processing": len(started),
+            "finished": sum(self._finished.copy().values()),
+            "busy_since": busy_since,
+        }
 
 
 class WorkerRegistry:
@@ -171,6 +177,8 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         #: worker thread keeps its worker's ``work_queue``; mapped before the threads start, as a
         #: thread may take a message before ``after_worker_boot``.
         self._progress: dict[int, Progress] = {}
+        #: thread ident -> its worker's progress (``None``: not a worker thread), filled on first use.
+        self._by_thread: dict[int, Progress | None] = {}
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         try:
@@ -179,6 +187,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
                     broker, worker, interval=self.interval
                 )
                 self._progress[id(worker.work_queue)] = registry.progress
+                self._by_thread.clear()
         except Exception:
             _logger.debug("Worker registry: boot hook failed", exc_info=True)
 
@@ -193,21 +202,30 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         if registry is not None:
             registry.worker_stopped()
             self._progress.pop(id(getattr(worker, "work_queue", None)), None)
+            self._by_thread.clear()  # thread idents are reused once threads end
 
     def before_process_message(self, broker: Any, message: Any) -> None:
-        progress = self._progress.get(id(getattr(threading.current_thread(), "work_queue", None)))
+        ident = threading.get_ident()
+        progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
         if progress is not None:
-            progress.started()
+            progress.started(ident)
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        progress = self._progress.get(id(getattr(threading.current_thread(), "work_queue", None)))
+        ident = threading.get_ident()
+        progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
         if progress is not None:
-            progress.ended()
+            progress.ended(ident)
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         self.after_process_message(broker, message)
+
+    def _thread_progress(self, ident: int) -> Progress | None:
+        """The progress of the worker this thread works for (``None``: not a worker thread), cached."""
+        progress = self._progress.get(id(getattr(threading.current_thread(), "work_queue", None)))
+        self._by_thread[ident] = progress
+        return progress
 
 
 def _redis(broker: Any) -> tuple[Any, str]:
