@@ -291,3 +291,25 @@ def test_worker_registry_is_written_by_the_instrumented_worker_only(broker, queu
     wait_processed(broker, queue_name, worker)
     snapshot = reader_for_broker(broker).read()
     assert snapshot.active_workers >= 1
+
+
+def test_the_registry_middleware_alone_records_progress():
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker(middleware=[WorkerRegistryMiddleware(interval=0.05)])
+
+    @dramatiq.actor(broker=broker, queue_name="progress")
+    def noop():
+        pass
+
+    for _ in range(5):
+        noop.send()
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join("progress")
+        wait_for(lambda: [w.finished for w in reader_for_broker(broker).read().workers] == [5])
+        (entry,) = reader_for_broker(broker).read().workers
+        assert (entry.status, entry.processing, entry.busy_for) == ("active", 0, 0)
+    finally:
+        worker.stop()
