@@ -185,6 +185,7 @@ def rabbitmq_server(directory: Path, *, management: bool = False) -> PrivateServ
         "RABBITMQ_PID_FILE": str(directory / "rabbitmq.pid"),
         "RABBITMQ_DIST_PORT": str(dist_port),
         "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "ERL_CRASH_DUMP": str(directory / "erl_crash.dump"),  # never in the working directory
     }
     return PrivateServer("rabbitmq-server", [binary], port, env, extra_ports)
 
