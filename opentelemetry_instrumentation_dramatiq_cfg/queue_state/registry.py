@@ -21,9 +21,10 @@ Progress: a worker that beats is alive, not necessarily working. Each record als
 *every* worker thread has held a message with none finished, ``null`` otherwise). Readers call a
 worker ``stalled`` once ``busy_since`` is older than their stall timeout (see
 :data:`~.base.DEFAULT_STALL_TIMEOUT`): every thread stuck, e.g. on a call without timeout. A worker
-whose threads are partly idle, or that finishes messages, is never stalled. Counting costs a dict
-lookup and a lock per message; the record is written by the beat, so a stall shows within one
-``interval`` of the stall timeout and clears within one ``interval`` of the next finished message.
+whose threads are partly idle, or that finishes messages, is never stalled. Counting costs a few
+dict operations per message (no lock, no broker call); the record is written by the beat, so a stall
+shows within one ``interval`` of the stall timeout and clears within one ``interval`` of the next
+finished message.
 """
 
 from __future__ import annotations
