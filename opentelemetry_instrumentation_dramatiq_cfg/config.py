@@ -97,6 +97,8 @@ class Options:
     metrics_set: str = METRICS_ALL
     queue_metrics_enabled: bool = True
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
+    #: Seconds every thread of a live worker may hold a message with none finished before the
+    #: `dramatiq.workers` gauge counts it `stalled` (Redis and StubBroker; see the reliability page).
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
 
     @classmethod

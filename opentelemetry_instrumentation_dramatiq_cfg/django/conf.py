@@ -52,6 +52,8 @@ class HealthSettings:
     TIMEOUT: float = 2.0
     MIN_WORKERS: int = 1
     WORKER_TIMEOUT: float = 60.0
+    #: Seconds every thread of a live worker may hold a message with none finished before the worker is
+    #: `stalled` and the answer `degraded` (Redis and StubBroker: RabbitMQ has no worker registry).
     STALL_TIMEOUT: float = 600.0
     DETAILS: str = "staff"
     TOKEN: str | None = field(default=None, repr=False)
