@@ -7,7 +7,7 @@ Run::
 For each size, the script declares that many queues on a RedisBroker (its own namespace, 5 pending
 messages in each), then calls the view through Django's test client. It counts the writes of
 redis-py connections (one per round trip: a pipeline is written once) during one request, and times
-the requests. Nothing is asserted; the figures go in the README.
+the requests. Nothing is asserted; the figures go in docs/benchmarks.md.
 """
 
 from __future__ import annotations

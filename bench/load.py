@@ -33,7 +33,7 @@ between the modes, is behind us) to the last one, stops the workers with SIGTERM
 * worker memory: RSS of each worker process when 10% of the messages are done and at the end
   (the growth reported is the largest of the worker processes).
 
-Throughput = N / drain time; the ratio instrumented / uninstrumented is what the README reports (the
+Throughput = N / drain time; the ratio instrumented / uninstrumented is what docs/benchmarks.md reports (the
 target is >= 0.9). Nothing here is a test assertion: the figures are printed (and written as JSON);
 the exit code is 1 if a message was lost, processed twice, had no span, or saw a leaked context.
 """

@@ -9,7 +9,7 @@ and Redis namespace, declares the queues (5 pending messages each), registers tw
 records (a third of them permanent failures, spread over the last day) and logs a staff user in.
 It then alternates requests to the page and to the health view with details (the same single broker
 read, as JSON): median and p95 of each, their ratio, Redis round trips and SQL queries per page view.
-Nothing is asserted; the figures go in the README.
+Nothing is asserted; the figures go in docs/benchmarks.md.
 """
 
 from __future__ import annotations

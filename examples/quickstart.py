@@ -1,11 +1,11 @@
-"""The README's demo: traced Dramatiq actors on the embedded StubBroker, no service needed.
+"""The README's demo (docs/index.md): traced Dramatiq actors on the embedded StubBroker, no service needed.
 
 Run it with ``python examples/quickstart.py``. It configures the OpenTelemetry SDK, instruments
 Dramatiq, sends a few messages to actors that succeed, retry then succeed, and fail for good,
 processes them with an in-process worker, then prints each trace as Jaeger would show it (an indented
 tree of spans with their durations and outcomes) and the guide's ``dramatiq_tasks_total`` counts.
 ``--json`` prints the raw spans instead (one JSON document per span, as the SDK's console exporter
-writes them; the counts go to stderr). Swap the in-memory exporter for an OTLP one (see README) to
+writes them; the counts go to stderr). Swap the in-memory exporter for an OTLP one (see docs/usage.md) to
 see the same in Jaeger.
 """
 

@@ -81,21 +81,38 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 class Options:
     """The resolved options of one :class:`~.middleware.OpenTelemetryMiddleware`."""
 
+    #: Tracer provider to use; `None` (the default) takes the global one.
     tracer_provider: TracerProvider | None = None
+    #: Meter provider to use; `None` (the default) takes the global one.
     meter_provider: MeterProvider | None = None
+    #: Actor names whose messages get no telemetry (comma-separated in the variable).
     excluded_actors: frozenset[str] = frozenset()
+    #: Queue names whose messages get no telemetry (comma-separated in the variable).
     excluded_queues: frozenset[str] = frozenset()
+    #: Start each process span as a new trace **linked** to the send span instead of as its child.
     use_links: bool = False
+    #: `hook(span, message)` called with every send span (a callable or a dotted path).
     publish_hook: Hook | None = None
+    #: `hook(span, message_proxy)` called with every process span, before the actor runs.
     process_hook: Hook | None = None
+    #: Record the `repr` of args and kwargs on spans (may contain personal data: off by default).
     capture_args: bool = False
+    #: Cap, in characters, of each captured representation.
     capture_args_max_length: int = DEFAULT_CAPTURE_ARGS_MAX_LENGTH
+    #: `hook(outcome)` called once per message that fails for good (callables or dotted paths).
     failure_hooks: tuple[TaskHook, ...] = ()
+    #: `hook(outcome)` called once per processed attempt (callables or dotted paths).
     completion_hooks: tuple[TaskHook, ...] = ()
+    #: Turn spans off (trace context is still propagated).
     traces_enabled: bool = True
+    #: Turn all metrics off, independently of traces.
     metrics_enabled: bool = True
+    #: Per-message instruments: `all` (both families and the guide-style extras), `guide` (only
+    #: `dramatiq.tasks` and `dramatiq.task.duration`) or `semconv` (only the `messaging.*` metrics).
     metrics_set: str = METRICS_ALL
+    #: Turn the queue-state gauges off (e.g. in web processes).
     queue_metrics_enabled: bool = True
+    #: Minimum seconds between two broker reads for the queue gauges.
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
     #: Seconds every thread of a live worker may hold a message with none finished before the
     #: `dramatiq.workers` gauge counts it `stalled` (Redis and StubBroker; see the reliability page).

@@ -1,6 +1,6 @@
 """bench/overhead.py at a tiny size: every row and reference it documents is measured and reported.
 
-No timing is asserted (speed lives in bench/ and the README); this keeps the script from rotting.
+No timing is asserted (speed lives in bench/ and docs/benchmarks.md); this keeps the script from rotting.
 """
 
 from __future__ import annotations

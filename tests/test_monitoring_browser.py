@@ -1,7 +1,7 @@
 """The admin monitoring page in a real browser: Debian's Chromium driven by Selenium, against Django's
 live server, the real Redis broker and a real Dramatiq worker thread.
 
-Set ``DRAMATIQ_OTEL_SCREENSHOT=docs/monitoring-page.png`` to save the screenshot used by the README.
+Set ``DRAMATIQ_OTEL_SCREENSHOT=docs/monitoring-page.png`` to save the screenshot used by docs/django.md.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ MIDDLEWARE_PATH = "opentelemetry_instrumentation_dramatiq_cfg.middleware.OpenTel
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return [
-        Error(problem, hint=f"See the {SETTING} table in the README.", id="dramatiq_otel.E001")
+        Error(problem, hint=f"See {SETTING} in the docs' configuration reference.", id="dramatiq_otel.E001")
         for problem in problems(raw_settings())
     ]
 

@@ -47,21 +47,40 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 @dataclass(frozen=True)
 class HealthSettings:
+    #: `False`: the view answers `{"status": "disabled"}` with HTTP 200.
     ENABLED: bool = True
+    #: The broker to read: `None` for the one django_dramatiq built from `DRAMATIQ_BROKER` (the global broker;
+    #: the view never creates one), or a dotted path to a broker object.
     BROKER: Any = None
+    #: Seconds a broker read may take; past it the answer is `unhealthy`.
     TIMEOUT: float = 2.0
+    #: Active workers needed for `healthy`; fewer is `degraded`.
     MIN_WORKERS: int = 1
+    #: Seconds without a registry beat before a worker is `stale`.
     WORKER_TIMEOUT: float = 60.0
     #: Seconds every thread of a live worker may hold a message with none finished before the worker is
     #: `stalled` and the answer `degraded` (Redis and StubBroker: RabbitMQ has no worker registry).
     STALL_TIMEOUT: float = 600.0
+    #: Who sees `queues` and `workers`: `"public"`, `"staff"` (a staff user, or the token) or `"token"` (the
+    #: token only). The summary is always public.
     DETAILS: str = "staff"
+    #: Secret (at least 16 characters) for the `X-Dramatiq-Health-Token` header, compared in constant time;
+    #: required with `DETAILS="token"`.
     TOKEN: str | None = field(default=None, repr=False)
+    #: HTTP status of an `unhealthy` answer: 500 or 503.
     UNHEALTHY_STATUS: int = 500
+    #: `True`: the app calls `DramatiqInstrumentor().instrument(**INSTRUMENT_OPTIONS)` in `ready()`.
     INSTRUMENT: bool = False
+    #: Keyword arguments for `instrument()` (e.g. `{"failure_hooks": [...]}`).
     INSTRUMENT_OPTIONS: dict[str, Any] = field(default_factory=dict)
+    #: Seconds during which `mail_admins_on_failure` mails at most once per actor.
     ALERT_WINDOW: float = 300.0
+    #: Address of a trace, `{trace_id}` standing for its 32 hex digits, e.g.
+    #: `"http://localhost:16686/trace/{trace_id}"` (Jaeger) or a Grafana/Tempo explore URL; the monitoring
+    #: page and the task records' admin link trace ids to it. `None`: ids, no links. Must start with
+    #: `http://`, `https://` or `/`.
     TRACE_URL: str | None = None
+    #: Seconds between two reloads of the admin monitoring page; `0` turns auto-refresh off.
     MONITORING_REFRESH: float = 30
 
     def trace_url(self, trace_id: str | None) -> str | None:

@@ -1,0 +1,133 @@
+"""examples/docker-compose.yml, parsed: it cannot run here (no container engine), so its wiring is checked.
+
+Services and their pinned images, the ports a user opens, every mounted file, the OTLP and Prometheus
+wiring between services, the commands (the ones tests/test_example_project.py runs) and the image
+versions the docs say were last checked.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .test_example_project import WEB, WORKER
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+IMAGES = {
+    "redis": "redis",
+    "jaeger": "jaegertracing/jaeger",  # Jaeger v2: one image taking OTLP itself
+    "prometheus": "prom/prometheus",
+    "grafana": "grafana/grafana",
+}
+PUBLISHED = {"jaeger": [16686], "prometheus": [9090], "grafana": [3000], "web": [8000]}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / "docker-compose.yml").read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = compose["services"]
+    return found
+
+
+def major(image: str) -> int:
+    return int(re.match(r"v?(\d+)", image.rpartition(":")[2]).group(1))  # type: ignore[union-attr]
+
+
+def test_the_services_are_the_backends_and_the_two_apps_without_a_collector(services):
+    assert set(services) == {*IMAGES, "web", "worker"}
+
+
+def test_every_image_is_pinned_to_a_release(services):
+    for name, repository in IMAGES.items():
+        image = services[name]["image"]
+        assert image.rpartition(":")[0] == repository, image
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", image.rpartition(":")[2]), f"{image} is not pinned to x.y.z"
+    assert major(services["jaeger"]["image"]) == 2  # v1 (all-in-one) reached end of life on 2025-12-31
+    assert major(services["prometheus"]["image"]) == 3
+    assert major(services["grafana"]["image"]) >= 12
+
+
+def test_the_docs_name_the_versions_of_the_compose_file():
+    page = (ROOT / "docs" / "operations.md").read_text()
+    compose_text = (EXAMPLES / "docker-compose.yml").read_text()
+    for image in re.findall(r"^\s+image: (\S+)", compose_text, re.MULTILINE):
+        assert f"`{image}`" in page, f"docs/operations.md does not name {image}"
+
+
+def test_the_published_ports_are_the_ones_the_docs_open(services):
+    for name, service in services.items():
+        ports = [int(str(port).split(":")[0]) for port in service.get("ports", [])]
+        assert ports == PUBLISHED.get(name, []), name
+        for port in ports:  # host:container, the same number
+            assert f"{port}:{port}" in service["ports"]
+
+
+def test_every_mounted_file_exists(services):
+    mounts = [
+        volume.split(":")[0]
+        for service in services.values()
+        for volume in service.get("volumes", [])
+        if volume.startswith(".")
+    ]
+    assert len(mounts) == 4
+    for mount in mounts:
+        assert (EXAMPLES / mount).exists(), mount
+    for service in ("web", "worker"):
+        build = services[service]["build"]
+        assert (EXAMPLES / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_dependencies_name_services(services):
+    for name, service in services.items():
+        assert set(service.get("depends_on", [])) <= set(services) - {name}, name
+
+
+def test_the_apps_send_traces_over_otlp_to_jaeger_and_serve_metrics_to_prometheus(services):
+    config = yaml.safe_load((EXAMPLES / "prometheus" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "dramatiq"  # what DramatiqMetricsEndpointDown watches
+    (targets,) = [group["targets"] for group in job["static_configs"]]
+    dockerfile = (EXAMPLES / "Dockerfile").read_text()
+    extras = set(re.search(r"/src\[([\w,]+)\]", dockerfile).group(1).split(","))  # type: ignore[union-attr]
+    assert {"instruments", "redis", "django", "otlp", "prometheus", "sdk"} <= extras
+    for name in ("web", "worker"):
+        env = services[name]["environment"]
+        assert env["OTEL_TRACES_EXPORTER"] == "otlp"
+        host, port = re.fullmatch(r"http://([\w-]+):(\d+)", env["OTEL_EXPORTER_OTLP_ENDPOINT"]).groups()  # type: ignore[union-attr]
+        assert (host, port, env["OTEL_EXPORTER_OTLP_PROTOCOL"]) == ("jaeger", "4317", "grpc")
+        assert env["OTEL_METRICS_EXPORTER"] == "dramatiq_prometheus"
+        assert env["OTEL_EXPORTER_PROMETHEUS_HOST"] == "0.0.0.0"
+        assert f"{name}:{env['OTEL_EXPORTER_PROMETHEUS_PORT']}" in targets
+    assert services["jaeger"]["environment"]["JAEGER_LISTEN_HOST"] == "0.0.0.0"  # not only localhost
+    assert services["web"]["environment"]["OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED"] == "false"
+    assert services["worker"]["environment"]["OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED"] == "true"
+    assert len(targets) == 2
+
+
+def test_grafana_data_sources_point_at_the_compose_services(services):
+    sources = yaml.safe_load(
+        (EXAMPLES / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text()
+    )
+    urls = {source["type"]: source["url"] for source in sources["datasources"]}
+    assert urls == {"prometheus": "http://prometheus:9090", "jaeger": "http://jaeger:16686"}
+    assert {"prometheus", "jaeger"} <= set(services)
+
+
+def test_the_apps_run_the_commands_the_example_project_test_runs(services):
+    worker = shlex.split(services["worker"]["command"])
+    assert worker == WORKER
+    web = services["web"]["command"]
+    inner = shlex.split(shlex.split(web)[2])  # sh -c "migrate && <command>"
+    command = inner[inner.index("&&") + 1 :]
+    assert command == [part.replace("127.0.0.1:{port}", "0.0.0.0:8000") for part in WEB]
