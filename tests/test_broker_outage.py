@@ -41,7 +41,8 @@ from .test_prometheus_processes import BIN, command_env, running, scraped_sum
 #: Messages per second the sender sends.
 RATE = 20
 #: Seconds the broker stays down in each outage: longer than redis-py's default retries of a
-#: command on a refused connection (3, backing off 1, 2, 4 s), so some sends fail on Redis too.
+#: command on a refused connection (redis-py 8: 10 retries, jittered backoff from 10 ms capped at
+#: 1 s, about 5 s at most), so some sends fail on Redis too.
 DOWN = 8.0
 #: Seconds of load before the first outage, between the two and after the second.
 STEADY = 5.0
