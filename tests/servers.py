@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,8 +23,26 @@ import pytest
 
 
 def closed_port() -> int:
-    """A port nothing listens on now (the OS's choice of a free one)."""
-    with socket.socket() as s:
+    """A port nothing listens on now, below the kernel's ephemeral range.
+
+    Not the OS's choice of a free port: that comes from the ephemeral range, from which clients also
+    take their local ports. While a server is down, a client reconnecting to it many times a second
+    can be given the server's port as its own local port and connect to itself (a TCP
+    self-connect), which keeps the server from listening there again (RabbitMQ then exits with
+    ``could_not_start_listener``).
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(10_000, max(10_001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free down there: the OS's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
