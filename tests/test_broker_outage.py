@@ -12,6 +12,7 @@ prints them (``pytest -s``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import re
 import signal
@@ -279,6 +280,21 @@ def test_a_broker_killed_then_stopped_under_load_loses_nothing_and_recovers(
     finally:
         load.stop()
         receiver.stop()
+    if figures["lost"]:
+        for record in outages:
+            figures[f"{record.how}_window"] = (record.down_at, record.up_at)
+        ids = {detail["message_id"] for detail in figures["lost_detail"]["messages"].values()}
+        figures["lost_spans"] = [
+            (span.name, span.attributes, span.status_code)
+            for span in process_spans
+            if span.attributes.get("messaging.message.id") in ids
+        ]
+        figures["lost_send_spans"] = [
+            (span.name, dict(span.attributes), span.status.status_code.name, span.start_time)
+            for span in span_exporter.get_finished_spans()
+            if span.attributes.get("messaging.message.id") in ids
+        ]
+        raise AssertionError(f"acknowledged and never run: {figures}")
     figures.update(check_spans(load, span_exporter, process_spans, namespace, processed(out)))
     figures.update(check_outages(outages, load, kind))
     figures.update(check_logs(log_path, outages))
@@ -319,13 +335,46 @@ def processed(out: Path) -> collections.Counter[int]:
     return runs
 
 
+def where(kind: str, broker: Any, namespace: str, ids: dict[str, int]) -> dict[str, Any]:
+    """Where the broker holds these messages (Redis): its queue, or which worker's ack set."""
+    if kind != "redis":
+        return {}
+    client = broker.client
+    found: dict[str, Any] = {"queued": [], "payload_kept": [], "acks": {}}
+    queued = {raw.decode() for raw in client.lrange(f"{namespace}:{namespace}", 0, -1)}
+    kept = {raw.decode() for raw in client.hkeys(f"{namespace}:{namespace}.msgs")}
+    for message_id, seq in ids.items():
+        if message_id in queued:
+            found["queued"].append(seq)
+        if message_id in kept:
+            found["payload_kept"].append(seq)
+    for key in client.scan_iter(match=f"{namespace}:__acks__.*"):
+        held = {raw.decode() for raw in client.smembers(key)} & set(ids)
+        if held:
+            found["acks"][key.decode()] = sorted(ids[message_id] for message_id in held)
+    found["heartbeats"] = {
+        k.decode(): v for k, v in client.zrange(f"{namespace}:__heartbeats__", 0, -1, withscores=True)
+    }
+    return found
+
+
 def settle(
     load: Background, out: Path, metrics_url: str, kind: str, broker: Any, namespace: str
 ) -> dict[str, Any]:
     """Wait until every acknowledged message ran and the endpoint counted every run; nothing lost."""
     acknowledged = {sent.seq for sent in load.sent if sent.error is None}
     failed = {sent.seq for sent in load.sent if sent.error is not None}
-    wait_until(lambda: acknowledged <= set(processed(out)), timeout=90, what="every acknowledged message run")
+    with contextlib.suppress(AssertionError):  # asserted at the end, with what the spans say
+        wait_until(
+            lambda: acknowledged <= set(processed(out)), timeout=45, what="every acknowledged message run"
+        )
+    missing = sorted(acknowledged - set(processed(out)))
+    lost_at = {
+        sent.seq: {"sent_at": sent.at, "message_id": sent.message_id, "took": sent.took}
+        for sent in load.sent
+        if sent.seq in missing
+    }
+    held = where(kind, broker, namespace, {sent["message_id"]: seq for seq, sent in lost_at.items()})
     runs = processed(out)
     executions = sum(runs.values())
     wait_until(
@@ -347,13 +396,14 @@ def settle(
         f"{type(sent.error).__module__}.{type(sent.error).__qualname__}" for sent in load.sent if sent.error
     )
     return {
+        "lost_detail": {"messages": lost_at, "broker": held} if missing else None,
         "left_in_flight": left,
         "send_errors": dict(errors),
         "send_took_max_s": round(max(sent.took for sent in load.sent), 1),
         "sent": len(load.sent),
         "acknowledged": len(acknowledged),
         "failed_sends": len(failed),
-        "lost": len(acknowledged - set(runs)),
+        "lost": len(missing),
         "executions": executions,
         "duplicate_runs": executions - len(runs),
         "ran_though_send_failed": len(ran_though_failed),
