@@ -22,7 +22,15 @@ broker: dramatiq.Broker
 if os.environ["OUTAGE_BROKER"] == "redis":
     from dramatiq.brokers.redis import RedisBroker
 
-    broker = RedisBroker(host="127.0.0.1", port=PORT, namespace=NAMESPACE)
+    # OUTAGE_HEARTBEAT_TIMEOUT_MS / OUTAGE_MAINTENANCE_CHANCE (per million fetches): the second run of
+    # the test takes over the messages a stopped worker still held, as Dramatiq's maintenance does.
+    broker = RedisBroker(
+        host="127.0.0.1",
+        port=PORT,
+        namespace=NAMESPACE,
+        heartbeat_timeout=int(os.environ.get("OUTAGE_HEARTBEAT_TIMEOUT_MS", "60000")),
+        maintenance_chance=int(os.environ.get("OUTAGE_MAINTENANCE_CHANCE", "1000")),
+    )
 else:
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 

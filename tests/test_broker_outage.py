@@ -275,6 +275,11 @@ def test_a_broker_killed_then_stopped_under_load_loses_nothing_and_recovers(
             workers.send_signal(signal.SIGTERM)  # a clean stop flushes the last spans
             workers.wait(60)
             assert workers.returncode == 0, log_path.read_text()[-3000:]
+        if figures["stranded"]:
+            rescue(command, env, tmp_path, namespace, out, figures["stranded"])
+        runs = processed(out)
+        figures["lost"] = len({sent.seq for sent in load.sent if sent.error is None} - set(runs))
+        figures["executions"] = sum(runs.values())
         receiver.wait_for(lambda r: len(r.named(f"process {namespace}")) >= figures["executions"], timeout=30)
         process_spans = receiver.named(f"process {namespace}")
     finally:
@@ -336,26 +341,50 @@ def processed(out: Path) -> collections.Counter[int]:
 
 
 def where(kind: str, broker: Any, namespace: str, ids: dict[str, int]) -> dict[str, Any]:
-    """Where the broker holds these messages (Redis): its queue, or which worker's ack set."""
+    """Where the broker holds these messages (Redis, by message id): its queue, or which worker's
+    ack set (Dramatiq keys them by the ``redis_message_id`` of their payload)."""
     if kind != "redis":
         return {}
     client = broker.client
-    found: dict[str, Any] = {"queued": [], "payload_kept": [], "acks": {}}
+    by_redis_id: dict[str, int] = {}
+    for redis_id, raw in client.hgetall(f"{namespace}:{namespace}.msgs").items():
+        with contextlib.suppress(ValueError):
+            message_id = json.loads(raw).get("message_id")
+            if message_id in ids:
+                by_redis_id[redis_id.decode()] = ids[message_id]
     queued = {raw.decode() for raw in client.lrange(f"{namespace}:{namespace}", 0, -1)}
-    kept = {raw.decode() for raw in client.hkeys(f"{namespace}:{namespace}.msgs")}
-    for message_id, seq in ids.items():
-        if message_id in queued:
-            found["queued"].append(seq)
-        if message_id in kept:
-            found["payload_kept"].append(seq)
-    for key in client.scan_iter(match=f"{namespace}:__acks__.*"):
-        held = {raw.decode() for raw in client.smembers(key)} & set(ids)
-        if held:
-            found["acks"][key.decode()] = sorted(ids[message_id] for message_id in held)
-    found["heartbeats"] = {
-        k.decode(): v for k, v in client.zrange(f"{namespace}:__heartbeats__", 0, -1, withscores=True)
+    found: dict[str, Any] = {
+        "payload_kept": sorted(by_redis_id.values()),
+        "queued": sorted(seq for redis_id, seq in by_redis_id.items() if redis_id in queued),
+        "acks": {},
+        "dead_lettered": client.zcard(f"{namespace}:{namespace}.XQ"),
     }
+    for key in client.scan_iter(match=f"{namespace}:__acks__.*"):
+        held = {raw.decode() for raw in client.smembers(key)} & set(by_redis_id)
+        if held:
+            found["acks"][key.decode()] = sorted(by_redis_id[redis_id] for redis_id in held)
+    found["heartbeats"] = dict(client.zrange(f"{namespace}:__heartbeats__", 0, -1, withscores=True))
     return found
+
+
+def rescue(
+    command: list[str], env: dict[str, str], tmp_path: Path, namespace: str, out: Path, seqs: list[int]
+) -> None:
+    """Run the workers again (Redis): the messages a stopped worker still held in its ack set are
+    requeued by Dramatiq's maintenance once that worker's heartbeat is older than the heartbeat
+    timeout (2 s here, 60 s by default), and run."""
+    env = {
+        **env,
+        "OUTAGE_HEARTBEAT_TIMEOUT_MS": "2000",
+        "OUTAGE_MAINTENANCE_CHANCE": "1000000",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port()),
+    }
+    with running(command, env, tmp_path / "rescue.log", namespace) as workers:
+        wait_until(
+            lambda: set(seqs) <= set(processed(out)), timeout=60, what="held messages run by a new worker"
+        )
+        workers.send_signal(signal.SIGTERM)
+        workers.wait(60)
 
 
 def settle(
@@ -375,6 +404,7 @@ def settle(
         if sent.seq in missing
     }
     held = where(kind, broker, namespace, {sent["message_id"]: seq for seq, sent in lost_at.items()})
+    stranded = sorted(seq for seqs in held.get("acks", {}).values() for seq in seqs)
     runs = processed(out)
     executions = sum(runs.values())
     wait_until(
@@ -397,6 +427,7 @@ def settle(
     )
     return {
         "lost_detail": {"messages": lost_at, "broker": held} if missing else None,
+        "stranded": stranded,
         "left_in_flight": left,
         "send_errors": dict(errors),
         "send_took_max_s": round(max(sent.took for sent in load.sent), 1),
