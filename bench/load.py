@@ -20,6 +20,14 @@ of median throughputs. With ``--endpoint-faults``, *otlp-down* and *otlp-hanging
 exporting to an endpoint that refuses connections / accepts them and never answers, with the SDK's
 default bounded span queue (the producer still exports to the receiver); their throughput is
 compared with the *instrumented* run's (target >= 0.9) and their process spans are not counted.
+With ``--broker-clients``, two more instrumented modes for the broker-client instrumentations that
+``opentelemetry-instrument`` loads when installed (``opentelemetry-instrumentation-redis`` and
+``-pika``; the test extra installs both): *broker spans shown*
+(``OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS=false``: Dramatiq's own broker traffic traced, as before
+the quiet-broker change) and *no client instrumentations*
+(``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis,pika``); *instrumented* is then this package with
+them, suppressing that traffic. The ``other spans`` column counts every span that is neither a send
+nor a process span (the broker clients', and the actor's own Redis call per message).
 
 For each run, the script enqueues N messages with no worker
 running, starts ``dramatiq bench.load_app --processes P --threads T`` (under ``opentelemetry-instrument``
@@ -337,6 +345,7 @@ def run(
         "throughput": round((done - done_at_start) / elapsed, 1),
         "send_spans": spans["send"],
         "process_spans": spans["process"],
+        "other_spans": spans["other"],
         "sampled": sampled,
         "metric_requests": spans["metric_requests"],
         "context_leaks": leaks,
@@ -383,6 +392,13 @@ def start_profilers(args: argparse.Namespace, mode: str, pids: list[int]) -> lis
         )
         for pid in pids
     ]
+
+
+#: ``--broker-clients``: today's broker traffic shown, and the broker-client instrumentations left out.
+BROKER_CLIENT_MODES = {
+    "broker spans shown": {"OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS": "false"},
+    "no client instrumentations": {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "redis,pika"},
+}
 
 
 def sampler_env(ratio: float) -> dict[str, str]:
@@ -491,6 +507,11 @@ def main() -> int:
         help="also run instrumented workers exporting to an OTLP endpoint that is down, then one that hangs",
     )
     parser.add_argument(
+        "--broker-clients",
+        action="store_true",
+        help="also run 'broker spans shown' (suppression off) and 'no client instrumentations' (redis, pika)",
+    )
+    parser.add_argument(
         "--reference-attributes",
         action="store_true",
         help="with --reference: the reference spans carry this package's span attributes",
@@ -511,6 +532,8 @@ def main() -> int:
         variants[f"instrumented {args.sampler_ratio:g} sampled"] = sampler_env(args.sampler_ratio)
     for name, overrides in args.variant:
         variants[name] = overrides
+    if args.broker_clients:
+        variants.update(BROKER_CLIENT_MODES)
     modes = ["uninstrumented", "instrumented", *variants] + (["minimal"] if args.reference else [])
     modes += list(FAULT_MODES) if args.endpoint_faults else []
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
@@ -531,15 +554,16 @@ def main() -> int:
     header = f"{args.messages:,} messages, {args.broker}, {args.processes} processes x {args.threads} threads"
     print(f"{header}, {args.rounds} round(s)")
     print(
-        "| mode | processed | s | msg/s | send spans | process spans | leaks | worker RSS growth "
-        "| worker CPU µs/msg (drain / to exit) | Redis CPU µs/msg | metric exports |"
+        "| mode | processed | s | msg/s | send spans | process spans | other spans | leaks "
+        "| worker RSS growth | worker CPU µs/msg (drain / to exit) | Redis CPU µs/msg | metric exports |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         growth = r["rss_growth_kib"] / 1024
         print(
             f"| {r['mode']} | {r['processed']:,} | {r['seconds']} | {r['throughput']:,} "
-            f"| {r['send_spans']:,} | {r['process_spans']:,} | {r['context_leaks']} | {growth:.1f} MiB "
+            f"| {r['send_spans']:,} | {r['process_spans']:,} | {r['other_spans']:,} | {r['context_leaks']} "
+            f"| {growth:.1f} MiB "
             f"| {r['worker_cpu_us_per_message']} / {r['worker_cpu_to_exit_us_per_message']} "
             f"| {r['redis_cpu_us_per_message']} | {r['metric_requests']} |"
         )

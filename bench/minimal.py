@@ -3,7 +3,8 @@ hooks, and nothing else.
 
 Used by ``bench/overhead.py`` (per-message cost) and ``bench/load.py --reference`` (throughput under
 load) to show what any span-per-message instrumentation costs at least: ``send``/``process`` spans,
-context injected and extracted, the process span current while the actor runs. No metrics, no error
+context injected and extracted, the process span current while the actor runs and linked to the
+creation context (the messaging conventions' "Consumer spans"). No metrics, no error
 handling, no outcome, no guard; with ``attributes=True`` the spans carry the attributes this package
 sets on a successful message (same keys, same kinds of values; ``server.address``/``server.port``
 for a Redis broker); with ``instruments`` (this package's instruments of a meter provider) it also
@@ -23,7 +24,7 @@ import dramatiq
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.metrics import get_meter_provider
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
 
 from opentelemetry_instrumentation_dramatiq_cfg import semconv
 from opentelemetry_instrumentation_dramatiq_cfg.metrics import Instruments
@@ -39,12 +40,16 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         self.servers: dict[int, dict[str, Any]] = {}
         self.local = threading.local()  # worker threads process messages concurrently
 
-    def _attributes(self, operation: str, message: Any, broker: Any) -> dict[str, Any] | None:
-        if not self.attributes:
-            return None
+    def _server(self, broker: Any) -> dict[str, Any]:
         server = self.servers.get(id(broker))
         if server is None:
             server = self.servers[id(broker)] = _server(broker)
+        return server
+
+    def _attributes(self, operation: str, message: Any, broker: Any) -> dict[str, Any] | None:
+        if not self.attributes:
+            return None
+        server = self._server(broker)
         attributes: dict[str, Any] = {
             **server,
             semconv.MESSAGING_SYSTEM: semconv.SYSTEM,
@@ -72,16 +77,20 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         self.local.send_span.end()
         instruments = self.instruments
         if instruments is not None:
-            attributes = _metric_attributes(semconv.OPERATION_SEND, message)
-            instruments.send_duration.record(time.perf_counter() - self.local.send_start, attributes)
+            attributes = _metric_attributes(semconv.OPERATION_SEND, message, self._server(broker))
+            duration = {**attributes, semconv.MESSAGING_OPERATION_TYPE: semconv.OPERATION_TYPE_SEND}
+            instruments.send_duration.record(time.perf_counter() - self.local.send_start, duration)
             instruments.sent_messages.add(1, attributes)
 
     def before_process_message(self, broker: Any, message: Any) -> None:
+        parent = propagate.extract(message.options)
+        creation = trace.get_current_span(parent).get_span_context()
         span = self.tracer.start_span(
             f"process {message.queue_name}",
-            context=propagate.extract(message.options),
+            context=parent,
             kind=SpanKind.CONSUMER,
             attributes=self._attributes(semconv.OPERATION_PROCESS, message, broker),
+            links=[Link(creation)] if creation.is_valid else None,
         )
         self.local.process_span = span
         self.local.token = otel_context.attach(trace.set_span_in_context(span))
@@ -107,7 +116,7 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         if instruments is not None:
             elapsed = time.perf_counter() - self.local.process_start
             task = {semconv.LABEL_TASK_NAME: message.actor_name}
-            attributes = _metric_attributes(semconv.OPERATION_PROCESS, message)
+            attributes = _metric_attributes(semconv.OPERATION_PROCESS, message, self._server(broker))
             instruments.in_flight.add(-1, {semconv.LABEL_QUEUE_NAME: message.queue_name})
             instruments.consumed_messages.add(1, attributes)
             instruments.tasks.add(1, {**task, semconv.LABEL_STATUS: semconv.STATUS_SUCCESS})
@@ -123,11 +132,12 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
                 flush()
 
 
-def _metric_attributes(operation: str, message: Any) -> dict[str, Any]:
+def _metric_attributes(operation: str, message: Any, server: dict[str, Any]) -> dict[str, Any]:
     return {
         semconv.MESSAGING_SYSTEM: semconv.SYSTEM,
         semconv.MESSAGING_OPERATION_NAME: operation,
         semconv.MESSAGING_DESTINATION_NAME: message.queue_name,
+        **server,
     }
 
 

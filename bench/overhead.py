@@ -61,6 +61,13 @@ Rows
   current; it attaches the extracted context without detaching it, so its row runs in a copy of the
   thread's context, which the other rows never see.
 
+* ``sdk spans, redis+pika instrumented`` (``, broker spans shown``): ``sdk spans`` with
+  ``opentelemetry-instrumentation-redis`` and ``-pika`` instrumented on the same tracer provider,
+  when installed (the test extra installs them), with ``suppress_broker_spans`` on (the default) / off.
+  The StubBroker makes no Redis or RabbitMQ call: these rows show what loading the broker-client
+  instrumentations and this package's suppression wrappers costs a message that needs neither; what
+  suppression saves a real broker's worker is in ``bench/load.py --broker-clients``.
+
 Floors, with no Dramatiq (hand-written OpenTelemetry calls in a tight loop):
 
 * ``floor spans``, enqueue: ``tracer.start_span`` + ``propagate.inject`` into a dict + ``span.end``;
@@ -145,6 +152,7 @@ SAMPLED_TARGET = 0.35  # 10% sampled: added cost at most this fraction of the fu
 OTHER_TARGET = 1.1  # spans: added cost at most this times the other instrumentation's
 OTHER = "opentelemetry-instrumentor-dramatiq"
 OTHER_ROW = "other instrumentation, spans"
+BROKER_CLIENTS_ROW = "sdk spans, redis+pika instrumented"
 
 # Public since Dramatiq 2.0; Dramatiq 1.x only has the underscored name.
 _WorkerThread = getattr(dramatiq.worker, "WorkerThread", None) or dramatiq.worker._WorkerThread
@@ -527,6 +535,7 @@ def build_rows(bsp_defaults: bool) -> list[Row]:
             ),
         ),
         *_other_instrumentation_rows(tracer_provider, flush),
+        *_broker_client_rows(tracer_provider, flush),
         Row("floor spans", "floor", lambda n: run_floor(n, floor_tracer, None, flush)),
         Row(
             "floor spans+attributes",
@@ -559,6 +568,40 @@ def _other_instrumentation_rows(tracer_provider: TracerProvider, flush: Callable
         return contextvars.copy_context().run(inside, messages)  # it leaves contexts attached
 
     return [Row(OTHER_ROW, "dramatiq", run)]
+
+
+def _broker_client_rows(tracer_provider: TracerProvider, flush: Callable[[], None]) -> list[Row]:
+    """``sdk spans`` with the Redis and pika instrumentations loaded, if installed (see the docstring)."""
+    try:
+        from opentelemetry.instrumentation.pika import PikaInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+    except ImportError:
+        return []
+    instrumentor = DramatiqInstrumentor()
+
+    def with_clients(**options: Any) -> Callable[[int], Phases]:
+        def run(messages: int) -> Phases:
+            clients = (RedisInstrumentor(), PikaInstrumentor())
+            for client in clients:
+                client.instrument(tracer_provider=tracer_provider)
+            instrumentor.instrument(tracer_provider=tracer_provider, metrics_enabled=False, **options)
+            try:
+                return run_dramatiq(messages, flush)
+            finally:
+                instrumentor.uninstrument()
+                for client in clients:
+                    client.uninstrument()
+
+        return run
+
+    return [
+        Row(BROKER_CLIENTS_ROW, "dramatiq", with_clients()),
+        Row(
+            f"{BROKER_CLIENTS_ROW}, broker spans shown",
+            "dramatiq",
+            with_clients(suppress_broker_spans=False),
+        ),
+    ]
 
 
 def us(seconds: float) -> float:

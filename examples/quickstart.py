@@ -101,19 +101,23 @@ def print_traces(finished: Sequence[ReadableSpan]) -> None:
 
     def show(span: ReadableSpan, prefix: str, last: bool, root: bool = False) -> None:
         branch = "" if root else ("└─ " if last else "├─ ")
-        print(f"{prefix}{branch}{describe(span)}")
+        print(f"{prefix}{branch}{describe(span, by_id)}")
         below = children.get(span.context.span_id, [])
         for index, child in enumerate(below):
             show(child, prefix + ("" if root else ("   " if last else "│  ")), index == len(below) - 1)
 
+    by_id = {span.context.span_id: span for span in finished}
     for root in children.get(None, []):
         print(f"trace {root.context.trace_id:032x}")
         show(root, "  ", True, root=True)
         print()
 
 
-def describe(span: ReadableSpan) -> str:
-    """``send default [flaky] 0.2 ms``, ``process default [flaky] attempt 1  retry  ERROR ...``."""
+def describe(span: ReadableSpan, by_id: dict[int, ReadableSpan] | None = None) -> str:
+    """One line per span, with the kinds and links the messaging conventions set (see
+    docs/semantic-conventions.md): ``send default [flaky] PRODUCER  0.2 ms``,
+    ``process default [flaky] attempt 1 CONSUMER link→parent  1.0 ms  retry  ERROR ConnectionError: ...``,
+    ``send default [flaky] (retry) CLIENT link→send default [flaky]  0.1 ms``."""
     attributes = span.attributes or {}
     text = span.name
     actor = attributes.get("messaging.dramatiq.actor.name")
@@ -123,13 +127,24 @@ def describe(span: ReadableSpan) -> str:
         text += " (retry)"
     if attributes.get("messaging.operation.type") == "process":
         text += f" attempt {int(attributes.get('messaging.dramatiq.message.retries', 0)) + 1}"
+    if "messaging.operation.type" in attributes:
+        text += f" {span.kind.name}"
+    for link in span.links:
+        if span.parent is not None and link.context.span_id == span.parent.span_id:
+            text += " link→parent"
+        else:
+            linked = (by_id or {}).get(link.context.span_id)
+            linked_actor = (linked.attributes or {}).get("messaging.dramatiq.actor.name") if linked else None
+            label = f"{linked.name} [{linked_actor}]" if linked and linked_actor else "another trace"
+            text += f" link→{label}"
     duration = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
     text += f"  {duration:.1f} ms"
     outcome = attributes.get("messaging.dramatiq.outcome")
     if outcome:
         text += f"  {outcome}"
     if span.status.status_code is StatusCode.ERROR:
-        text += f"  ERROR {span.status.description or attributes.get('error.type', '')}".rstrip()
+        error_type, description = attributes.get("error.type", ""), span.status.description
+        text += f"  ERROR {error_type}: {description}" if description else f"  ERROR {error_type}"
     return text
 
 

@@ -29,7 +29,9 @@ Configuration
 ``instrument()`` takes the keyword arguments below; each one left out is read from its environment
 variable (see :mod:`.config` for details and accepted values).
 
-* ``tracer_provider`` / ``meter_provider``: providers to use instead of the global ones.
+* ``tracer_provider`` / ``meter_provider`` / ``logger_provider``: providers to use instead of the
+  global ones (the logger provider receives exception log events, see
+  ``OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`` in :mod:`.exception_signal`).
 * ``excluded_actors`` / ``excluded_queues`` (``OTEL_PYTHON_DRAMATIQ_EXCLUDED_ACTORS`` /
   ``..._EXCLUDED_QUEUES``): names whose messages get no telemetry.
 * ``use_links`` (``OTEL_PYTHON_DRAMATIQ_USE_LINKS``): start each process span as a new trace linked to
@@ -49,6 +51,22 @@ variable (see :mod:`.config` for details and accepted values).
 * ``queue_metrics_enabled`` / ``queue_metrics_interval`` (``..._QUEUE_METRICS_ENABLED`` /
   ``..._QUEUE_METRICS_INTERVAL``, default 10 s): the queue-state gauges and how often they read the
   broker.
+* ``suppress_broker_spans`` (``OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS``, default true): run
+  Dramatiq's own broker traffic with OpenTelemetry instrumentation suppressed, so that the Redis and
+  pika instrumentations add no trace of their own (see below); ``false`` shows it again.
+
+Broker traffic
+--------------
+
+Next to ``opentelemetry-instrumentation-redis`` or ``-pika`` (``opentelemetry-bootstrap`` installs
+them), each message makes one trace: ``send {queue}`` and its ``process {queue}``. What Dramatiq
+does with its broker for itself runs suppressed, in every worker process: the consumer's polling
+and fetches, acks, nacks, requeues, heartbeats, delayed messages moved when due, and this
+package's worker registry and queue-gauge reads. The enqueue's broker call runs in the send span's
+context: a Redis ``EVALSHA`` span is its child; on RabbitMQ pika's own ``{queue} send`` PRODUCER
+span (and its ``traceparent`` header) is not emitted. Redis or RabbitMQ calls an actor makes are
+children of its process span as before. Suppression is honoured by
+``opentelemetry-instrumentation-redis`` from 0.60b0 on; older releases ignore it.
 
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=dramatiq`` keeps ``opentelemetry-instrument`` from loading it.
 """
@@ -68,8 +86,10 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from . import processes
 from .config import Options
-from .middleware import OpenTelemetryMiddleware, abandon_sends, sends_mark
+from .middleware import OpenTelemetryMiddleware
 from .package import _instruments
+from .quiet import BrokerTraffic
+from .sending import guarded_enqueue
 from .version import __version__
 
 __all__ = ["DramatiqInstrumentor", "OpenTelemetryMiddleware", "__version__"]
@@ -84,17 +104,22 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _brokers: weakref.WeakSet[dramatiq.Broker] = weakref.WeakSet()
     _patched_enqueues: list[type] = []
     _options: dict[str, Any] = {}
+    _broker_traffic: BrokerTraffic | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
         options = {key: kwargs[key] for key in Options.__dataclass_fields__ if key in kwargs}
-        Options.resolve(**options)  # bad options fail here, before anything is patched
+        resolved = Options.resolve(**options)  # bad options fail here, before anything is patched
         processes.warn_about_standard_prometheus()
         self._options = options
         self._brokers = weakref.WeakSet()
         self._patched_enqueues = []
+        self._broker_traffic = None
+        if resolved.suppress_broker_spans:
+            self._broker_traffic = BrokerTraffic()
+            self._broker_traffic.install()
         wrapt.wrap_function_wrapper(dramatiq.Broker, "__init__", self._after_broker_init)
         wrapt.wrap_function_wrapper(dramatiq.broker, "set_broker", self._after_set_broker)
         if dramatiq.set_broker is not dramatiq.broker.set_broker:
@@ -109,6 +134,9 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for cls in self._patched_enqueues:
             unwrap(cls, "enqueue")
         self._patched_enqueues = []
+        if self._broker_traffic is not None:
+            self._broker_traffic.uninstall()
+            self._broker_traffic = None
         brokers = set(self._brokers)
         if dramatiq.broker.global_broker is not None:
             brokers.add(dramatiq.broker.global_broker)
@@ -144,6 +172,8 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             middleware.watch_queues(broker)
             self._brokers.add(broker)
             self._patch_enqueue(type(broker))
+            if self._broker_traffic is not None:
+                self._broker_traffic.watch(broker)
         except Exception:
             _logger.warning("Could not instrument Dramatiq broker %r", broker, exc_info=True)
 
@@ -157,9 +187,4 @@ class DramatiqInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
 
 def _traced_enqueue(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    mark = sends_mark()
-    try:
-        return wrapped(*args, **kwargs)
-    except BaseException as exception:
-        abandon_sends(mark, exception)
-        raise
+    return guarded_enqueue(wrapped, *args, **kwargs)

@@ -9,6 +9,7 @@ Option (keyword argument)                         Environment variable          
 ================================================  =====================================  =========
 ``tracer_provider``                               (global provider)                      global
 ``meter_provider``                                (global provider)                      global
+``logger_provider`` (exception log events)         (global provider)                      global
 ``excluded_actors`` (iterable of actor names)     ``OTEL_PYTHON_DRAMATIQ_EXCLUDED_ACTORS``  none
 ``excluded_queues`` (iterable of queue names)     ``OTEL_PYTHON_DRAMATIQ_EXCLUDED_QUEUES``  none
 ``use_links`` (bool)                              ``OTEL_PYTHON_DRAMATIQ_USE_LINKS``        false
@@ -24,6 +25,7 @@ Option (keyword argument)                         Environment variable          
 ``queue_metrics_enabled`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED``  true
 ``queue_metrics_interval`` (seconds, >= 0)        ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL``  10
 ``stall_timeout`` (seconds, >= 0)                 ``OTEL_PYTHON_DRAMATIQ_STALL_TIMEOUT``    600
+``suppress_broker_spans`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS``  true
 ================================================  =====================================  =========
 
 ``failure_hooks`` and ``completion_hooks`` are called as ``hook(outcome)`` with a
@@ -35,7 +37,16 @@ that fails for good, the second once per processed attempt (see :mod:`.hooks`).
 the messaging semantic-convention metrics); the queue-state gauges follow ``queue_metrics_enabled``.
 
 ``stall_timeout``: a live worker whose every thread has held a message with none finished for longer
-is counted ``stalled`` by the ``dramatiq.workers`` gauge (see :mod:`.queue_state.registry`).
+is counted ``stalled`` by the ``dramatiq.worker.count`` gauge (see :mod:`.queue_state.registry`).
+
+Exceptions of failed sends and attempts are recorded as span events, log events (to
+``logger_provider``) or both, as ``OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`` says (see
+:mod:`.exception_signal`).
+
+``suppress_broker_spans`` runs Dramatiq's own broker traffic (polling, acks, heartbeats, delayed-message
+moves, this package's registry and gauges) with OpenTelemetry instrumentation suppressed, and an
+enqueue's RabbitMQ publish too, so the Redis and pika instrumentations add no trace of their own (see
+:mod:`.quiet`). ``false`` shows that traffic again.
 
 Lists in environment variables are comma-separated; flags accept true/false, 1/0, yes/no, on/off.
 """
@@ -48,6 +59,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Union
 
+from opentelemetry._logs import LoggerProvider
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, TracerProvider
 
@@ -85,6 +97,9 @@ class Options:
     tracer_provider: TracerProvider | None = None
     #: Meter provider to use; `None` (the default) takes the global one.
     meter_provider: MeterProvider | None = None
+    #: Logger provider for exception log events (`OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`); `None` (the
+    #: default) takes the global one.
+    logger_provider: LoggerProvider | None = None
     #: Actor names whose messages get no telemetry (comma-separated in the variable).
     excluded_actors: frozenset[str] = frozenset()
     #: Queue names whose messages get no telemetry (comma-separated in the variable).
@@ -115,8 +130,11 @@ class Options:
     #: Minimum seconds between two broker reads for the queue gauges.
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
     #: Seconds every thread of a live worker may hold a message with none finished before the
-    #: `dramatiq.workers` gauge counts it `stalled` (Redis and StubBroker; see the reliability page).
+    #: `dramatiq.worker.count` gauge counts it `stalled` (Redis and StubBroker; see the reliability page).
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    #: Run Dramatiq's own broker traffic (polling, acks, heartbeats, delayed-message moves, this
+    #: package's registry and gauges) and an enqueue's RabbitMQ publish with instrumentation suppressed.
+    suppress_broker_spans: bool = True
 
     @classmethod
     def resolve(
@@ -124,6 +142,7 @@ class Options:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
         excluded_actors: Iterable[str] | str | None = None,
         excluded_queues: Iterable[str] | str | None = None,
         use_links: bool | None = None,
@@ -139,6 +158,7 @@ class Options:
         queue_metrics_enabled: bool | None = None,
         queue_metrics_interval: float | None = None,
         stall_timeout: float | None = None,
+        suppress_broker_spans: bool | None = None,
     ) -> Options:
         """Options from keyword arguments, falling back to the environment, then to defaults."""
         max_length = capture_args_max_length
@@ -149,6 +169,7 @@ class Options:
         return cls(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            logger_provider=logger_provider,
             excluded_actors=_names("excluded_actors", excluded_actors),
             excluded_queues=_names("excluded_queues", excluded_queues),
             use_links=_flag("use_links", use_links, default=False),
@@ -164,6 +185,7 @@ class Options:
             queue_metrics_enabled=_flag("queue_metrics_enabled", queue_metrics_enabled, default=True),
             queue_metrics_interval=_seconds("queue_metrics_interval", queue_metrics_interval),
             stall_timeout=_seconds("stall_timeout", stall_timeout, DEFAULT_STALL_TIMEOUT),
+            suppress_broker_spans=_flag("suppress_broker_spans", suppress_broker_spans, default=True),
         )
 
 

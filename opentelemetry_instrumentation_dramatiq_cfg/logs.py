@@ -34,7 +34,7 @@ import logging
 
 from opentelemetry import trace
 
-from .middleware import current_message
+from .processing import current_message
 
 
 class DramatiqLogFilter(logging.Filter):

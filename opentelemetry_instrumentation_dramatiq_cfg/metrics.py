@@ -160,7 +160,7 @@ def instruments_for(meter_provider: MeterProvider | None, metrics_set: str = MET
 
 
 def _create(meter_provider: MeterProvider | None, metrics_set: str) -> Instruments:
-    meter = get_meter(__name__, __version__, meter_provider)
+    meter = get_meter(__name__, __version__, meter_provider, schema_url=semconv.SCHEMA_URL)
     buckets = list(semconv.DURATION_BUCKETS)
     semconv_on = metrics_set in (METRICS_ALL, METRICS_SEMCONV)
     guide_on = metrics_set in (METRICS_ALL, METRICS_GUIDE)
@@ -194,14 +194,14 @@ def _create(meter_provider: MeterProvider | None, metrics_set: str) -> Instrumen
             meter,
             semconv.MESSAGING_CLIENT_CONSUMED_MESSAGES,
             unit="{message}",
-            description="Number of messages delivered to a Dramatiq worker.",
+            description="Number of messages delivered to a Dramatiq worker (skipped ones included).",
         )
         if semconv_on
         else None,
         tasks=_counter(
             meter,
             semconv.METRIC_TASKS,
-            unit="",
+            unit="{task}",
             description="Tasks processed, by actor and status (success, failure, retry, skipped).",
         )
         if guide_on
@@ -263,7 +263,7 @@ class QueueGauges:
     ``dramatiq.queue.depth`` (pending), ``dramatiq.queue.delayed``, ``dramatiq.queue.dead_lettered``
     and ``dramatiq.queue.oldest_message.age`` (seconds the oldest pending message has waited, 0 when
     empty; Redis and StubBroker only: RabbitMQ cannot tell without consuming), each with the
-    ``queue_name`` attribute, and ``dramatiq.workers`` with ``queue_name`` and ``status``
+    ``queue_name`` attribute, and ``dramatiq.worker.count`` with ``queue_name`` and ``status``
     (``active``/``stale``/``stalled``): the workers consuming each queue, as the health view counts
     them (the worker registry on Redis and the StubBroker, consumer counts on RabbitMQ, which has
     neither ``stale`` nor ``stalled``). ``stalled``: alive, every thread busy with no message finished
@@ -290,10 +290,14 @@ class QueueGauges:
         self._readers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._read_at = -math.inf
         self._snapshot: dict[str, list[Observation]] = {}
-        meter = get_meter(__name__, __version__, meter_provider)
+        meter = get_meter(__name__, __version__, meter_provider, schema_url=semconv.SCHEMA_URL)
         for name, description in (
             (semconv.METRIC_QUEUE_DEPTH, "Messages waiting in a queue (pending, not yet delivered)."),
-            (semconv.METRIC_QUEUE_DELAYED, "Delayed messages (retries and eta) waiting in a queue."),
+            (
+                semconv.METRIC_QUEUE_DELAYED,
+                "Delayed messages (retries and eta) of a queue, waiting or held by a worker until due; "
+                "on RabbitMQ without DRAMATIQ_RABBITMQ_MANAGEMENT_URL ready ones only (held ones missed).",
+            ),
             (semconv.METRIC_QUEUE_DEAD_LETTERED, "Messages in a queue's dead-letter queue."),
             (
                 semconv.METRIC_WORKERS,

@@ -1,15 +1,20 @@
 """Shared fixtures: telemetry captured in memory, and real brokers (Stub, Redis, RabbitMQ).
 
 Every test gets its own Redis namespace and its own queue names and cleans up after itself. When
-``CI=true`` an unreachable Redis or RabbitMQ fails the test instead of skipping it.
+``CI=true`` an unreachable Redis or RabbitMQ fails the test instead of skipping it, and any other skip
+fails too unless its reason is on ``tests/skip-allowlist.txt``. A test also fails when one of the
+instrumentation's guards swallowed an exception (logged with its traceback) during it, unless it is
+marked ``expect_swallowed_errors``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -41,6 +46,102 @@ def require_service(name: str, address: tuple[str, int]) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+SKIP_ALLOWLIST = Path(__file__).with_name("skip-allowlist.txt")
+
+
+def allowed_skip_reasons() -> list[str]:
+    """The reasons a skip may give under ``CI=true``: the non-comment lines of the allow-list file."""
+    lines = SKIP_ALLOWLIST.read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # (path, line, "Skipped: reason")
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _fail_unlisted_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under ``CI=true`` a skip whose reason is not allow-listed becomes a failure: a green run then
+    means every test ran (a missing service, interpreter or feature cannot pass silently)."""
+    if not report.skipped or os.environ.get("CI") != "true" or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if any(allowed in reason for allowed in allowed_skip_reasons()):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI=true and the reason is not on {SKIP_ALLOWLIST.name}: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    _fail_unlisted_skip(outcome.get_result())  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    _fail_unlisted_skip(outcome.get_result())  # type: ignore[attr-defined]
+
+
+class SwallowedErrors(logging.Handler):
+    """Collects every exception a guard of the instrumentation swallowed: the package logs each one
+    with its traceback (``exc_info``), and Dramatiq logs "Unexpected failure in <hook>" for one that
+    escaped a hook of our middleware (other middleware's failures are Dramatiq's business)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name.startswith(PACKAGE_LOGGER) and record.exc_info is not None
+        # Dramatiq's emit_before/emit_after: ("Unexpected failure in %s of %r.", signal, middleware)
+        escaped = (
+            record.name.startswith("dramatiq")
+            and str(record.msg).startswith("Unexpected failure in")
+            and isinstance(record.args, tuple)
+            and type(record.args[-1]).__module__.startswith(PACKAGE_LOGGER)
+        )
+        if ours or escaped:
+            self.records.append(record)
+
+    def describe(self) -> str:
+        return "\n".join(f"{r.name}: {r.getMessage()}\n{self.format(r)}" for r in self.records)
+
+
+PACKAGE_LOGGER = "opentelemetry_instrumentation_dramatiq_cfg"
+
+
+@pytest.fixture(autouse=True)
+def swallowed_errors(request: pytest.FixtureRequest) -> Iterator[SwallowedErrors]:
+    """Fails the test when a guarded hook swallowed an exception during it (a broken code path must not
+    hide behind a negative assertion). A test that provokes one on purpose is marked
+    ``@pytest.mark.expect_swallowed_errors`` and may assert on ``swallowed_errors.records``."""
+    handler = SwallowedErrors()
+    handler.setFormatter(logging.Formatter())
+    package, dramatiq_logger = logging.getLogger(PACKAGE_LOGGER), logging.getLogger("dramatiq")
+    level = package.level
+    package.setLevel(logging.DEBUG)
+    package.addHandler(handler)
+    dramatiq_logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        package.removeHandler(handler)
+        dramatiq_logger.removeHandler(handler)
+        package.setLevel(level)
+    expected = request.node.get_closest_marker("expect_swallowed_errors") is not None
+    if handler.records and not expected:
+        pytest.fail(
+            "a guard swallowed an exception (mark the test expect_swallowed_errors if it is meant to):\n"
+            + handler.describe()
+        )
+    if expected and not handler.records:
+        pytest.fail("marked expect_swallowed_errors, but no guard swallowed an exception")
 
 
 def unique(prefix: str = "t") -> str:
@@ -244,3 +345,25 @@ def process_all(broker: dramatiq.Broker, *queue_names: str) -> None:
 
 def spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+def server_attributes(broker_kind: str) -> dict[str, Any]:
+    """``server.address``/``server.port`` the telemetry of a ``broker_kind`` broker carries."""
+    address = {"redis": REDIS, "rabbitmq": RABBITMQ}.get(broker_kind)
+    return {"server.address": address[0], "server.port": address[1]} if address else {}
+
+
+def send_to_unreachable_redis() -> BaseException:
+    """Send a message (queue ``unreachable``) through a Redis broker nobody listens on, set as the
+    global broker; the exception the caller got."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    dramatiq.set_broker(RedisBroker(url="redis://127.0.0.1:1/0"))
+
+    @dramatiq.actor(queue_name="unreachable")
+    def lost() -> None:
+        pass
+
+    with pytest.raises(Exception) as raised:
+        lost.send()
+    return raised.value

@@ -90,13 +90,19 @@ class Receiver:
         with self._lock:
             return [span for span in self.spans if span.name.startswith(prefix)]
 
-    def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 60.0) -> bool:
+    def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 60.0) -> None:
+        """Block until ``predicate(self)`` holds; raise ``TimeoutError`` (naming what arrived) if it
+        still does not after ``timeout`` seconds, so no caller can ignore a missed wait."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate(self):
-                return True
+                return
             time.sleep(0.05)
-        return predicate(self)
+        if not predicate(self):
+            names = sorted({span.name for span in self.named("")})
+            raise TimeoutError(
+                f"OTLP receiver: condition not met in {timeout} s; span names received: {names}"
+            )
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]

@@ -188,6 +188,7 @@ def rabbitmq_server(directory: Path, *, management: bool = False) -> PrivateServ
         extra_ports["management"] = closed_port()
         config += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {extra_ports['management']}\n"
         config += "loopback_users = none\n"
+        config += "collect_statistics_interval = 500\n"  # the API's figures refresh every 0.5 s, not 5 s
     (directory / "rabbitmq.conf").write_text(config)
     (directory / "enabled_plugins").write_text("[rabbitmq_management].\n" if management else "[].\n")
     (directory / "rabbitmq-env.conf").write_text("")

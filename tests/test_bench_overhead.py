@@ -55,14 +55,18 @@ def test_overhead_reports_every_row_reference_and_target(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     other = importlib.util.find_spec("opentelemetry_instrumentor_dramatiq") is not None
-    expected = DRAMATIQ_ROWS + (["other instrumentation, spans"] if other else []) + FLOORS
+    clients = importlib.util.find_spec("opentelemetry.instrumentation.redis") is not None
+    client_rows = [
+        "sdk spans, redis+pika instrumented",
+        "sdk spans, redis+pika instrumented, broker spans shown",
+    ]
+    optional = (["other instrumentation, spans"] if other else []) + (client_rows if clients else [])
+    expected = DRAMATIQ_ROWS + optional + FLOORS
     assert list(report["results"]) == expected
     for name, entry in report["results"].items():
         for phase in ("enqueue", "process"):
             assert entry[phase]["per_message_us"] > 0, (name, phase)
-            assert ("added_us" in entry[phase]) == (name in DRAMATIQ_ROWS[1:] or name.startswith("other")), (
-                name
-            )
+            assert ("added_us" in entry[phase]) == (name in DRAMATIQ_ROWS[1:] or name in optional), name
     assert isinstance(report["sampled_fraction_of_full"], float)
     assert isinstance(report["reference_sampled_fraction_of_full"], float)
     assert set(report["targets"]) >= {

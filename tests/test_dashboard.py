@@ -55,8 +55,8 @@ def test_panels_cover_the_issue_list():
         "dramatiq_queue_delayed",
         "dramatiq_queue_dead_lettered",
         "dramatiq_queue_wait_duration_seconds_bucket",
-        "dramatiq_worker_messages_in_flight",
-        "dramatiq_workers",
+        "dramatiq_worker_message_active",
+        "dramatiq_worker_count",
         "dramatiq_retries_total",
         "dramatiq_dead_lettered_total",
     ):

@@ -108,6 +108,7 @@ def test_failure_hooks_fire_once_per_message_across_processes_on_redis(failures,
     assert calls == [failure]
 
 
+@pytest.mark.expect_swallowed_errors
 def test_a_failing_hook_does_not_stop_the_others():
     seen: list[str] = []
 

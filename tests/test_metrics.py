@@ -12,8 +12,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry_instrumentation_dramatiq_cfg.metrics import instruments_for
 from opentelemetry_instrumentation_dramatiq_cfg.middleware import DUE_OPTION
 
-from .conftest import process_all, wait_processed
-from .otel_prometheus import otel_exporter
+from .conftest import process_all, server_attributes, wait_processed
+from .otel_prometheus import SCOPE_LABELS, otel_exporter
 
 
 def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
@@ -40,7 +40,7 @@ def task_key(task: str, status: str) -> frozenset[tuple[str, Any]]:
 
 
 def test_successful_task_counts_success_and_records_durations(
-    broker, start_worker, queue_name, metric_reader
+    broker, broker_kind, start_worker, queue_name, metric_reader
 ):
     @dramatiq.actor(queue_name=queue_name)
     def fine(x):
@@ -59,6 +59,7 @@ def test_successful_task_counts_success_and_records_durations(
         "messaging.system": "dramatiq",
         "messaging.operation.name": "process",
         "messaging.destination.name": queue_name,
+        **server_attributes(broker_kind),
     }
     (process,) = points(metric_reader, "messaging.process.duration")
     assert dict(process.attributes) == semconv_attributes
@@ -70,10 +71,13 @@ def test_successful_task_counts_success_and_records_durations(
     (sent,) = points(metric_reader, "messaging.client.sent.messages")
     assert (dict(sent.attributes), sent.value) == (send_attributes, 3)
     (send_duration,) = points(metric_reader, "messaging.client.operation.duration")
-    assert (dict(send_duration.attributes), send_duration.count) == (send_attributes, 3)
+    assert dict(send_duration.attributes) == {**send_attributes, "messaging.operation.type": "send"}
+    assert send_duration.count == 3
 
 
-def test_retries_then_final_failure_are_counted_apart(broker, start_worker, queue_name, metric_reader):
+def test_retries_then_final_failure_are_counted_apart(
+    broker, broker_kind, start_worker, queue_name, metric_reader
+):
     @dramatiq.actor(queue_name=queue_name, max_retries=2, min_backoff=10, max_backoff=20)
     def doomed():
         raise ValueError("always")
@@ -90,16 +94,18 @@ def test_retries_then_final_failure_are_counted_apart(broker, start_worker, queu
     assert counter_values(metric_reader, "dramatiq.dead_lettered") == {
         frozenset({("task_name", "doomed"), ("queue_name", queue_name)}): 1
     }
+    # Every delivery is counted without error.type (the delivery did not fail); every failed attempt
+    # is a process duration with error.type.
+    attributes = {
+        "messaging.system": "dramatiq",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": queue_name,
+        **server_attributes(broker_kind),
+    }
     consumed = counter_values(metric_reader, "messaging.client.consumed.messages")
-    error_key = frozenset(
-        {
-            ("messaging.system", "dramatiq"),
-            ("messaging.operation.name", "process"),
-            ("messaging.destination.name", queue_name),
-            ("error.type", "ValueError"),
-        }
-    )
-    assert consumed == {error_key: 3}
+    assert consumed == {frozenset(attributes.items()): 3}
+    (process,) = points(metric_reader, "messaging.process.duration")
+    assert (dict(process.attributes), process.count) == ({**attributes, "error.type": "ValueError"}, 3)
 
 
 def test_skipped_message_is_counted_as_skipped(broker, start_worker, queue_name, metric_reader):
@@ -114,7 +120,10 @@ def test_skipped_message_is_counted_as_skipped(broker, start_worker, queue_name,
     wait_processed(broker, queue_name, worker)
 
     assert counter_values(metric_reader, "dramatiq.tasks") == {task_key("stale", "skipped"): 1}
-    assert points(metric_reader, "dramatiq.task.duration") == []
+    assert points(metric_reader, "dramatiq.task.duration") == []  # the guide's: run time of tasks that ran
+    # The conventions': every operation of type process, a skip included (messaging-metrics.md).
+    (process,) = points(metric_reader, "messaging.process.duration")
+    assert process.count == 1 and "error.type" not in process.attributes
 
 
 def test_delayed_message_waits_are_measured_from_its_eta(broker, start_worker, queue_name, metric_reader):
@@ -152,7 +161,7 @@ def test_in_flight_returns_to_zero_after_processing(broker, start_worker, queue_
     worker = start_worker(threads=2)
     wait_processed(broker, queue_name, worker)
 
-    (in_flight,) = points(metric_reader, "dramatiq.worker.messages_in_flight")
+    (in_flight,) = points(metric_reader, "dramatiq.worker.message.active")
     assert (dict(in_flight.attributes), in_flight.value) == ({"queue_name": queue_name}, 0)
 
 
@@ -223,8 +232,11 @@ def test_prometheus_exporter_renders_the_guides_series(request, instrument, queu
     (count,) = [s for s in samples if s.name == "dramatiq_task_duration_seconds_count"]
     assert (labels(count), count.value) == ({"task_name": "monitored_task"}, 2.0)
     assert any(s.name == "dramatiq_task_duration_seconds_bucket" for s in samples)
-    if not scope_info_enabled:
-        assert all(not k.startswith("otel_") for s in samples for k in s.labels)
+    scope_labels = {
+        k for s in samples if s.name == "dramatiq_tasks_total" for k in s.labels if k.startswith("otel_")
+    }
+    # The exporter adds otel_scope_* labels from 0.64b0 when asked; before, it has none to add.
+    assert bool(scope_labels) is (scope_info_enabled and SCOPE_LABELS)
 
 
 def test_a_forked_child_does_not_report_its_parents_counts(meter_provider, metric_reader):
@@ -304,7 +316,34 @@ def test_nothing_is_recorded_until_the_meter_provider_has_a_reader(
     process_all(broker, queue_name)
 
     assert counter_values(reader, "dramatiq.tasks") == {task_key("quiet", "success"): 2}
-    (in_flight,) = points(reader, "dramatiq.worker.messages_in_flight")
+    (in_flight,) = points(reader, "dramatiq.worker.message.active")
     assert in_flight.value == 0
     (sent,) = points(reader, "messaging.client.sent.messages")
     assert sent.value == 2
+
+
+@pytest.mark.parametrize("traces_enabled", [True, False])
+def test_the_workers_move_of_a_due_message_is_not_a_send(
+    instrument, queue_name, metric_reader, traces_enabled
+):
+    """sent.messages counts the application's sends and Retries' re-sends, never the worker moving a
+    due message from the delay queue, with or without traces (0.1.x counted the move without them)."""
+    from dramatiq.brokers.stub import StubBroker
+
+    instrument(traces_enabled=traces_enabled)
+    broker = StubBroker()
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name=queue_name, max_retries=1, min_backoff=1, max_backoff=2)
+    def sometimes(fail):
+        if fail:
+            raise ValueError("once")
+
+    sometimes.send(True)  # a send, then Retries' re-send (delayed), then the worker's move
+    sometimes.send_with_options(args=(False,), delay=1)  # a send, then the worker's move
+    process_all(broker, queue_name)
+
+    (sent,) = points(metric_reader, "messaging.client.sent.messages")
+    assert sent.value == 3
+    (duration,) = points(metric_reader, "messaging.client.operation.duration")
+    assert duration.count == 3

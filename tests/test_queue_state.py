@@ -262,7 +262,7 @@ def test_workers_gauge_counts_the_workers_of_each_queue(
 
     workers = {
         (p.attributes["queue_name"], p.attributes["status"]): p.value
-        for p in points(metric_reader, "dramatiq.workers")
+        for p in points(metric_reader, "dramatiq.worker.count")
     }
     expected = {(queue_name, "active"): 1, (idle_queue, "active"): 0}
     if broker_kind != "rabbitmq":  # the registry also tells workers that stopped beating
@@ -278,7 +278,7 @@ def test_queue_gauges_report_nothing_for_an_unreadable_broker(instrument, metric
     broker = RedisBroker(url="redis://127.0.0.1:1/0")
     broker.declare_queue("unreachable")
     assert points(metric_reader, "dramatiq.queue.depth") == []
-    assert points(metric_reader, "dramatiq.workers") == []
+    assert points(metric_reader, "dramatiq.worker.count") == []
 
 
 def test_worker_registry_is_written_by_the_instrumented_worker_only(broker, queue_name, start_worker):

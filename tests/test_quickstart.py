@@ -48,21 +48,23 @@ def test_the_demo_prints_each_trace_as_a_tree_then_the_task_counts():
     result = run_demo()
     assert tree(result.stdout) == [
         "  quickstart.request  <ms>",
-        "  ├─ send default [add]  <ms>",
-        "  │  └─ process default [add] attempt 1  <ms>  success",
+        "  ├─ send default [add] PRODUCER  <ms>",
+        "  │  └─ process default [add] attempt 1 CONSUMER link→parent  <ms>  success",
         "  │     └─ add.compute  <ms>",
-        "  ├─ send default [flaky]  <ms>",
-        "  │  ├─ process default [flaky] attempt 1  <ms>  retry  ERROR ConnectionError: "
+        "  ├─ send default [flaky] PRODUCER  <ms>",
+        "  │  ├─ process default [flaky] attempt 1 CONSUMER link→parent  <ms>  retry  ERROR ConnectionError: "
         "attempt 1 for data 42 failed, will retry",
-        "  │  │  └─ send default [flaky] (retry)  <ms>",
-        "  │  ├─ process default [flaky] attempt 2  <ms>  retry  ERROR ConnectionError: "
+        "  │  │  └─ send default [flaky] (retry) CLIENT link→send default [flaky]  <ms>",
+        "  │  ├─ process default [flaky] attempt 2 CONSUMER link→parent  <ms>  retry  ERROR ConnectionError: "
         "attempt 2 for data 42 failed, will retry",
-        "  │  │  └─ send default [flaky] (retry)  <ms>",
-        "  │  └─ process default [flaky] attempt 3  <ms>  success",
-        "  └─ send default [broken]  <ms>",
-        "     ├─ process default [broken] attempt 1  <ms>  retry  ERROR ValueError: data 7 is corrupt",
-        "     │  └─ send default [broken] (retry)  <ms>",
-        "     └─ process default [broken] attempt 2  <ms>  failed  ERROR ValueError: data 7 is corrupt",
+        "  │  │  └─ send default [flaky] (retry) CLIENT link→send default [flaky]  <ms>",
+        "  │  └─ process default [flaky] attempt 3 CONSUMER link→parent  <ms>  success",
+        "  └─ send default [broken] PRODUCER  <ms>",
+        "     ├─ process default [broken] attempt 1 CONSUMER link→parent  <ms>  retry  ERROR ValueError: "
+        "data 7 is corrupt",
+        "     │  └─ send default [broken] (retry) CLIENT link→send default [broken]  <ms>",
+        "     └─ process default [broken] attempt 2 CONSUMER link→parent  <ms>  failed  ERROR ValueError: "
+        "data 7 is corrupt",
     ]
     assert result.stdout.count("\ntrace ") == 0  # one trace: every message was sent inside the request span
     assert counts(result.stdout) == COUNTS

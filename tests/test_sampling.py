@@ -256,7 +256,7 @@ SEMCONV = {
 }
 EXTRAS = {
     "dramatiq.queue.wait.duration",
-    "dramatiq.worker.messages_in_flight",
+    "dramatiq.worker.message.active",
     "dramatiq.retries",
     "dramatiq.dead_lettered",
 }

@@ -66,6 +66,7 @@ def test_a_flush_that_hangs_delays_the_second_signal_only_until_the_timeout(rest
         release.set()
 
 
+@pytest.mark.expect_swallowed_errors
 def test_a_failing_flush_is_logged_and_the_signal_still_handled(restore_sigterm, caplog):
     calls: list[str] = []
 

@@ -20,4 +20,5 @@ def test_process_span_is_child_of_send_span(broker, start_worker, queue_name, sp
     assert send.kind is SpanKind.PRODUCER and process.kind is SpanKind.CONSUMER
     assert process.parent is not None and process.parent.span_id == send.context.span_id
     assert process.context.trace_id == send.context.trace_id
+    assert [link.context.span_id for link in process.links] == [send.context.span_id]
     assert process.attributes["messaging.message.id"] == message.message_id

@@ -2,7 +2,7 @@
 
 A real ``Worker`` runs actors that block on an event the test controls (as a call without timeout
 would): once every thread holds a message with none finished for longer than the stall timeout, the
-registry reader, the health view, the admin page and the ``dramatiq.workers`` gauge call it
+registry reader, the health view, the admin page and the ``dramatiq.worker.count`` gauge call it
 ``stalled``; once the event is set and the messages finish, it is ``active`` again. RabbitMQ has no
 worker registry (liveness comes from consumer counts), so these run on the StubBroker and Redis.
 """
@@ -171,7 +171,7 @@ def test_the_workers_gauge_counts_stalled_workers(
     def workers():
         return {
             p.attributes["status"]: p.value
-            for p in points(metric_reader, "dramatiq.workers")
+            for p in points(metric_reader, "dramatiq.worker.count")
             if p.attributes["queue_name"] == queue_name
         }
 

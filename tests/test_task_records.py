@@ -73,6 +73,7 @@ def test_recording_never_touches_the_database(django_assert_num_queries):
     assert TaskRecord.objects.count() == 100
 
 
+@pytest.mark.expect_swallowed_errors
 def test_a_failing_database_loses_nothing_until_the_buffer_is_full(monkeypatch):
     real_bulk_create = TaskRecord.objects.bulk_create
     monkeypatch.setattr(

@@ -11,9 +11,9 @@ from dramatiq.middleware.asyncio import AsyncIO
 from dramatiq.results import Results
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
-from .conftest import process_all, spans_named, wait_processed
+from .conftest import process_all, send_to_unreachable_redis, spans_named, wait_processed
 
 
 def process_spans(exporter, queue_name):
@@ -113,18 +113,24 @@ def test_retry_attempts_share_the_original_trace(broker, start_worker, queue_nam
     wait_processed(broker, queue_name, start_worker())
 
     (original,) = [s for s in spans_named(span_exporter, f"send {queue_name}") if s.parent is None]
+    assert original.kind is SpanKind.PRODUCER and original.links == ()
     attempts = process_spans(span_exporter, queue_name)
     assert [a.attributes["messaging.dramatiq.message.retries"] for a in attempts] == [0, 1, 2]
     assert all(a.parent.span_id == original.context.span_id for a in attempts)
+    assert all([link.context.span_id for link in a.links] == [original.context.span_id] for a in attempts)
     assert {a.context.trace_id for a in attempts} == {original.context.trace_id}
     assert [a.attributes["messaging.dramatiq.outcome"] for a in attempts] == ["retry", "retry", "failed"]
     for attempt in attempts:
         assert attempt.status.status_code is StatusCode.ERROR
         assert attempt.attributes["error.type"] == "ConnectionError"
+        assert attempt.status.description == "down"  # the message alone (recording-errors.md)
         assert [e.name for e in attempt.events] == ["exception"]
     retry_sends = [s for s in spans_named(span_exporter, f"send {queue_name}") if s.parent is not None]
     assert sorted(s.parent.span_id for s in retry_sends) == sorted(a.context.span_id for a in attempts[:2])
     assert all(s.attributes["messaging.dramatiq.reenqueue"] for s in retry_sends)
+    # Not the creation context: CLIENT, linked to the one the message carries (messaging-spans.md).
+    assert {s.kind for s in retry_sends} == {SpanKind.CLIENT}
+    assert all([link.context.span_id for link in s.links] == [original.context.span_id] for s in retry_sends)
     assert {s.attributes["messaging.message.id"] for s in retry_sends} == {message.message_id}
 
 
@@ -157,7 +163,7 @@ def test_throws_and_retry_are_not_errors(broker, start_worker, queue_name, span_
         (span,) = by_outcome[key]
         assert span.status.status_code is StatusCode.UNSET
         assert "error.type" not in span.attributes
-        assert [e.name for e in span.events] == ["exception"]
+        assert [e.name for e in span.events] == []  # handled: not recorded (recording-errors.md)
 
 
 def test_a_message_skipped_by_age_limit_is_skipped(broker, start_worker, queue_name, span_exporter):
@@ -350,26 +356,15 @@ def test_messages_without_context_start_a_new_trace(broker, start_worker, queue_
 
 
 def test_a_failed_enqueue_ends_the_send_span_with_the_original_error(instrument, span_exporter):
-    from dramatiq.brokers.redis import RedisBroker
-
     instrument()
-    broker = RedisBroker(url="redis://127.0.0.1:1/0")
-    dramatiq.set_broker(broker)
-
-    @dramatiq.actor(queue_name="unreachable")
-    def lost():
-        pass
-
-    with pytest.raises(Exception) as raised:
-        lost.send()
+    raised = send_to_unreachable_redis()
 
     (send,) = spans_named(span_exporter, "send unreachable")
     assert send.status.status_code is StatusCode.ERROR
-    assert (
-        send.attributes["error.type"] == f"{type(raised.value).__module__}.{type(raised.value).__qualname__}"
-    )
-    assert type(raised.value).__module__.startswith("redis")
-    assert send.events[0].attributes["exception.message"] == str(raised.value)
+    assert send.attributes["error.type"] == f"{type(raised).__module__}.{type(raised).__qualname__}"
+    assert type(raised).__module__.startswith("redis")
+    assert send.events[0].attributes["exception.message"] == str(raised)
+    assert send.status.description == str(raised)
 
 
 def test_use_links_starts_a_new_trace_linked_to_the_send(instrument, queue_name, span_exporter):
@@ -419,6 +414,7 @@ def test_excluded_actors_and_queues_get_no_spans(instrument, queue_name, span_ex
     }
 
 
+@pytest.mark.expect_swallowed_errors
 def test_hooks_see_span_and_message_and_never_break_the_task(instrument, queue_name, span_exporter):
     from dramatiq.brokers.stub import StubBroker
 
@@ -453,6 +449,7 @@ def test_hooks_see_span_and_message_and_never_break_the_task(instrument, queue_n
     assert len(send.attributes["messaging.dramatiq.message.args"]) <= 20
 
 
+@pytest.mark.expect_swallowed_errors
 def test_a_broken_tracer_never_fails_a_send_or_a_task(instrument, queue_name):
     from dramatiq.brokers.stub import StubBroker
     from opentelemetry.sdk.trace import TracerProvider
@@ -491,3 +488,31 @@ def _results_backend(broker):
 
 def _all(exporter):
     return exporter.get_finished_spans()
+
+
+def test_a_resent_message_gets_a_client_span_linked_to_its_creation_context(
+    instrument, queue_name, span_exporter, tracer_provider
+):
+    """The application sending the same message object twice: the second send is not the creation
+    context (messaging-spans.md, "Send span (client)"); the message's traceparent is left as it was."""
+    from dramatiq.brokers.stub import StubBroker
+
+    instrument()
+    broker = StubBroker()
+    dramatiq.set_broker(broker)
+
+    @dramatiq.actor(queue_name=queue_name)
+    def twice():
+        pass
+
+    message = twice.send()
+    traceparent = message.options["traceparent"]
+    with tracer_provider.get_tracer("test").start_as_current_span("resend") as resend:
+        broker.enqueue(message)
+    assert message.options["traceparent"] == traceparent
+
+    first, second = sorted(spans_named(span_exporter, f"send {queue_name}"), key=lambda s: s.start_time)
+    assert (first.kind, second.kind) == (SpanKind.PRODUCER, SpanKind.CLIENT)
+    assert second.parent.span_id == resend.get_span_context().span_id
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
+    assert second.attributes["messaging.dramatiq.reenqueue"] is True

@@ -12,7 +12,16 @@ from dramatiq.brokers.redis import RedisBroker
 
 NAMESPACE = os.environ.get("WORKER_APP_NAMESPACE", "otel-worker-app")
 
-broker = RedisBroker(host="127.0.0.1", port=6379, namespace=NAMESPACE)
+# A test of redelivery shortens Dramatiq's heartbeat timeout (ms) so a killed worker's messages come
+# back within seconds; maintenance (the requeue of dead workers' messages) then runs on every fetch.
+HEARTBEAT_TIMEOUT = int(os.environ.get("WORKER_APP_HEARTBEAT_TIMEOUT", "60000"))
+broker = RedisBroker(
+    host="127.0.0.1",
+    port=6379,
+    namespace=NAMESPACE,
+    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+    maintenance_chance=1_000_000 if HEARTBEAT_TIMEOUT < 60000 else 1000,
+)
 dramatiq.set_broker(broker)
 
 
@@ -40,3 +49,25 @@ def always_fails() -> None:
 @dramatiq.actor(queue_name=f"{NAMESPACE}-idle")
 def idle() -> None:
     """Sent to a queue the tests' workers do not consume (``--queues``): its depth is known."""
+
+
+@dramatiq.actor(queue_name=f"{NAMESPACE}-fatal", max_retries=0)
+def fatal() -> None:
+    """Fails for good at once; every attempt leaves a line in ``WORKER_APP_ATTEMPTS``."""
+    with open(os.environ["WORKER_APP_ATTEMPTS"], "a") as attempts:
+        attempts.write(f"{os.getpid()}\n")
+    raise ValueError("for good")
+
+
+def alert_then_crash_once(failure: object) -> None:
+    """A failure hook (``OTEL_PYTHON_DRAMATIQ_FAILURE_HOOKS``): records the alert in
+    ``WORKER_APP_ALERTS``; the first time, kills its own worker process before the message is
+    acknowledged, as a crash or an OOM kill would, so the message is redelivered to another worker."""
+    import signal
+
+    path = os.environ["WORKER_APP_ALERTS"]
+    first = not os.path.exists(path)
+    with open(path, "a") as alerts:
+        alerts.write(f"{os.getpid()} {getattr(failure, 'message_id', '?')}\n")
+    if first:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -153,13 +153,15 @@ h1 {{ font-size: 16px; margin: 0 0 4px; }}
 .kind {{ color: #888; font-size: 11px; }}
 .lane {{ position: relative; flex: 1; height: 26px; border-left: 1px solid #ddd; }}
 .bar {{ position: absolute; top: 7px; height: 12px; border-radius: 2px; }}
-.producer {{ background: #3b82c4; }} .consumer {{ background: #2e9e5b; }} .internal {{ background: #8a8a8a; }}
+.producer, .client {{ background: #3b82c4; }}
+.consumer {{ background: #2e9e5b; }} .internal {{ background: #8a8a8a; }}
 .error {{ background: #d43b3b; }}
 .note {{ position: absolute; top: 6px; font-size: 11px; color: #555; white-space: nowrap; }}
 .tick {{ position: absolute; font-size: 11px; color: #888; padding-left: 3px; border-left: 1px solid #ccc; }}
 </style>
 <h1>Trace of examples/quickstart.py: {len(spans)} spans, {total * 1000:.0f} ms</h1>
-<p class="legend">blue: send (PRODUCER) · green: process (CONSUMER) · red: status ERROR · grey: INTERNAL</p>
+<p class="legend">blue: send (PRODUCER; CLIENT for a re-send) · green: process (CONSUMER) ·
+red: status ERROR · grey: INTERNAL</p>
 <div class="axis"><div class="name"><b>Span</b></div><div class="lane">{ticks}</div></div>
 {"".join(rows)}
 """

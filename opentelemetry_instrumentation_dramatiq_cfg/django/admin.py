@@ -58,3 +58,6 @@ class MonitoringAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return TemplateResponse(
             request, "dramatiq_otel/monitoring.html", context
         )  # never cached (admin_view)
+
+
+from . import dead_letters_admin  # noqa: E402, F401  (registers the dead-letter pages)

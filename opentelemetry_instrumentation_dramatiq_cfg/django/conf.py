@@ -1,6 +1,5 @@
 """The ``DRAMATIQ_HEALTH`` settings block, with its defaults and its validation.
 
-=====================  ==========  ==================================================================
 Key                    Default     Meaning
 =====================  ==========  ==================================================================
 ``ENABLED``            ``True``    ``False``: the view answers ``{"status": "disabled"}`` (HTTP 200).
@@ -28,6 +27,43 @@ Key                    Default     Meaning
 ``MONITORING_REFRESH`` ``30``      Seconds between two reloads of the admin monitoring page; ``0``
                                    turns auto-refresh off.
 =====================  ==========  ==================================================================
+=======
+===========================  ==========  ==================================================================
+Key                          Default     Meaning
+===========================  ==========  ==================================================================
+``ENABLED``                  ``True``    ``False``: the view answers ``{"status": "disabled"}`` (HTTP 200).
+``BROKER``                   ``None``    The broker to read: ``None`` for the one django_dramatiq configured
+                                         from ``DRAMATIQ_BROKER`` (the global broker), or a dotted path to a
+                                         broker object.
+``TIMEOUT``                  ``2.0``     Seconds a broker read may take before the answer is ``unhealthy``.
+``MIN_WORKERS``              ``1``       Active workers needed for ``healthy`` (fewer: ``degraded``).
+``WORKER_TIMEOUT``           ``60.0``    Seconds without a registry beat before a worker is ``stale``.
+``STALL_TIMEOUT``            ``600.0``   Seconds every thread of a live worker may hold a message with none
+                                         finished before the worker is ``stalled`` (the answer: ``degraded``).
+``DETAILS``                  ``"staff"`` Who sees ``queues`` and ``workers``: ``"public"``, ``"staff"`` (a
+                                         logged-in staff user, or the token) or ``"token"`` (only the token).
+``TOKEN``                    ``None``    Secret for the ``X-Dramatiq-Health-Token`` header (required with
+                                         ``DETAILS="token"``); compared in constant time.
+``UNHEALTHY_STATUS``         ``500``     HTTP status of an ``unhealthy`` answer: 500 or 503.
+``INSTRUMENT``               ``False``   ``True``: the app calls ``DramatiqInstrumentor().instrument()`` in
+                                         ``ready()``, with ``INSTRUMENT_OPTIONS`` as keyword arguments.
+``INSTRUMENT_OPTIONS``       ``{}``      Options of ``instrument()`` (e.g. ``{"failure_hooks": [...]}``).
+``ALERT_WINDOW``             ``300``     Seconds during which ``mail_admins_on_failure`` sends at most one
+                                         mail per actor.
+``TRACE_URL``                ``None``    Link to a trace, with ``{trace_id}`` where its id goes, e.g.
+                                         ``"http://localhost:16686/trace/{trace_id}"`` (Jaeger); used by the
+                                         monitoring page and the task records' admin. ``None``: no links.
+``MONITORING_REFRESH``       ``30``      Seconds between two reloads of the admin monitoring page; ``0``
+                                         turns auto-refresh off.
+``REDACT_ARGS``              ``None``    Called as ``hook(actor_name, args, kwargs)`` before the dead-letter
+                                         pages show a message's arguments (only when ``capture_args`` is on);
+                                         returns the ``(args, kwargs)`` to show. A callable or a dotted path.
+``RABBITMQ_MANAGEMENT_URL``  ``None``    RabbitMQ only: the management HTTP API, e.g.
+                                         ``"http://user:password@rabbitmq:15672/"``, to count messages
+                                         workers hold (ready + unacknowledged). ``None``: the
+                                         ``DRAMATIQ_RABBITMQ_MANAGEMENT_URL`` variable, else ready counts
+                                         only. Never shown nor logged.
+===========================  ==========  ==================================================================
 """
 
 from __future__ import annotations
@@ -82,6 +118,13 @@ class HealthSettings:
     TRACE_URL: str | None = None
     #: Seconds between two reloads of the admin monitoring page; `0` turns auto-refresh off.
     MONITORING_REFRESH: float = 30
+    #: `hook(actor_name, args, kwargs)` returning the `(args, kwargs)` the dead-letter pages show (only
+    #: with `capture_args` on), to hide what staff should not read; a callable or a dotted path.
+    REDACT_ARGS: Any = None
+    #: RabbitMQ only: the management HTTP API (`http://user:password@rabbitmq:15672/`) to count the
+    #: messages workers hold (ready + unacknowledged). `None`: the `DRAMATIQ_RABBITMQ_MANAGEMENT_URL`
+    #: variable, else ready counts only. Never shown nor logged.
+    RABBITMQ_MANAGEMENT_URL: str | None = field(default=None, repr=False)
 
     def trace_url(self, trace_id: str | None) -> str | None:
         """``TRACE_URL`` for this trace id; ``None`` without ``TRACE_URL`` or a valid 32-hex id."""
@@ -146,6 +189,18 @@ def problems(raw: Any) -> list[str]:
             f"{SETTING}['TRACE_URL'] must be an http(s) URL or a path containing {{trace_id}}, "
             f"e.g. 'http://localhost:16686/trace/{{trace_id}}', got {trace_url!r}"
         )
+    redact_args = raw.get("REDACT_ARGS")
+    if (
+        redact_args is not None
+        and not callable(redact_args)
+        and not (isinstance(redact_args, str) and "." in redact_args)
+    ):
+        found.append(f"{SETTING}['REDACT_ARGS'] must be a callable or a dotted path, got {redact_args!r}")
+    management = raw.get("RABBITMQ_MANAGEMENT_URL")
+    if management is not None and (
+        not isinstance(management, str) or not management.startswith(("http://", "https://"))
+    ):  # the value itself is never repeated: it may hold a password
+        found.append(f"{SETTING}['RABBITMQ_MANAGEMENT_URL'] must be an http(s) URL of the management API")
     broker = raw.get("BROKER")
     if broker is not None and isinstance(broker, str) and "." not in broker:
         found.append(f"{SETTING}['BROKER'] must be a dotted path 'module.attribute', got {broker!r}")

@@ -1,4 +1,5 @@
-"""No tables: :class:`Monitoring` only gives the monitoring page its place in the admin index."""
+"""No tables: :class:`Monitoring` gives the monitoring page its place in the admin index,
+:class:`DeadLetter` the dead-letter pages their permission."""
 
 from __future__ import annotations
 
@@ -17,3 +18,24 @@ class Monitoring(models.Model):
         default_permissions = ()
         verbose_name = "Monitoring"
         verbose_name_plural = "Monitoring"
+
+
+class DeadLetter(models.Model):
+    """Dead-lettered messages of one queue (``managed = False``: no table, never queried).
+
+    Its one permission, ``dramatiq_otel.manage_dead_letters``, lets a staff user requeue and delete
+    dead letters (viewing them follows the monitoring page: staff). Admin log entries of those
+    actions point at it, with the queue name as the object id.
+    """
+
+    queue = models.CharField(max_length=255, primary_key=True)
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("manage_dead_letters", "Can requeue and delete dead-lettered messages")]
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
+
+    def __str__(self) -> str:
+        return f"dead letters of {self.queue}"

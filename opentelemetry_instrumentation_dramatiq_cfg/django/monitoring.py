@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.apps import apps
 from django.db import DatabaseError, connection, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -140,6 +141,8 @@ class MonitoringPage:
     workers: list[WorkerRow] = field(default_factory=list)
     #: Worker liveness comes from the registry (else from RabbitMQ consumer counts).
     registry: bool = True
+    #: What the counts include: ``ready+unacked``, or ``ready`` (RabbitMQ without its management API).
+    counts: str = ""
     records_installed: bool = False
     records_error: str | None = None
     failures: list[RecordRow] = field(default_factory=list)
@@ -154,10 +157,19 @@ class MonitoringPage:
     def queue_rows(self) -> SafeString:
         return format_html_join(
             "\n",
-            '<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td>'
+            '<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td>'
+            '<td class="num"><a href="{}" class="dead-letters-link">{}</a></td>'
             '<td class="num">{}</td><td class="num">{}</td></tr>',
             (
-                (q.name, q.pending, q.delayed, q.dead_lettered, _dash(q.in_flight), _dash(q.consumers))
+                (
+                    q.name,
+                    q.pending,
+                    q.delayed,
+                    reverse("admin:dramatiq_otel_deadletter_queue", args=[q.name]),
+                    q.dead_lettered,
+                    _dash(q.in_flight),
+                    _dash(q.consumers),
+                )
                 for q in self.queues
             ),
         )
@@ -203,6 +215,7 @@ def _broker_state(page: MonitoringPage, service: TaskService) -> None:
         return
     page.broker = snapshot.broker
     page.registry = snapshot.registry
+    page.counts = snapshot.counts
     page.queues = sorted(snapshot.queues, key=lambda queue: (-queue.pending, queue.name))
     page.totals = {
         "pending": snapshot.total_pending,

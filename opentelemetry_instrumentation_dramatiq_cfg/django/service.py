@@ -30,7 +30,7 @@ from .conf import HealthSettings, health_settings
 
 HEALTHY, DEGRADED, UNHEALTHY, DISABLED = "healthy", "degraded", "unhealthy", "disabled"
 
-_readers: weakref.WeakKeyDictionary[Any, dict[tuple[float, float, float], QueueStateReader]] = (
+_readers: weakref.WeakKeyDictionary[Any, dict[tuple[float, float, float, str | None], QueueStateReader]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -75,7 +75,8 @@ class TaskService:
     def _reader(self) -> QueueStateReader:
         """The broker's reader, kept between requests so its connection is reused."""
         broker = self.broker()
-        key = (self.config.TIMEOUT, self.config.WORKER_TIMEOUT, self.config.STALL_TIMEOUT)
+        management = self.config.RABBITMQ_MANAGEMENT_URL
+        key = (self.config.TIMEOUT, self.config.WORKER_TIMEOUT, self.config.STALL_TIMEOUT, management)
         readers = _readers.setdefault(broker, {})
         if key not in readers:
             readers[key] = reader_for_broker(
@@ -83,6 +84,7 @@ class TaskService:
                 timeout=self.config.TIMEOUT,
                 worker_timeout=self.config.WORKER_TIMEOUT,
                 stall_timeout=self.config.STALL_TIMEOUT,
+                rabbitmq_management_url=management,
             )
         return readers[key]
 
@@ -149,9 +151,13 @@ class TaskService:
             "total_workers": len(workers),
             "min_workers": self.config.MIN_WORKERS,
             "total_pending_tasks": snapshot.total_pending,
+            # what the counts include: "ready+unacked", or "ready" (RabbitMQ without its management API)
+            "counts": snapshot.counts,
         }
         if snapshot.registry:
             body.update(stall_summary(stalled, self.config.STALL_TIMEOUT))
+        if "management_api_error" in snapshot.meta:
+            body["management_api_error"] = snapshot.meta["management_api_error"]
         if details:
             body["queues"] = self.get_queue_stats()
             body["workers"] = workers

@@ -10,7 +10,8 @@ forkserver). This reader serves them all from one port::
 The main process serves ``OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT`` (default
 ``localhost:9464``); each worker process writes a snapshot of its cumulative metrics every few
 seconds and at worker shutdown; a scrape sums them. The series are named exactly as the OTel
-Prometheus exporter names them for one process. See :mod:`.reader` for the roles and options,
+Prometheus exporter names them for one process. See :mod:`.reader` for the roles and options, over
+:mod:`.serving` (the endpoint), :mod:`.writing` (the snapshots) and :mod:`.merging` (the scrape);
 :mod:`.snapshot` for the arithmetic, :mod:`.exposition` for the naming.
 """
 

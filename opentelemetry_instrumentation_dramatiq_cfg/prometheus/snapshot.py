@@ -241,3 +241,14 @@ def files(directory: Path) -> Iterable[Path]:
 
 def file_pid(path: Path) -> int:
     return int(path.name.split("-", 1)[0])
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` (a snapshot's writer, the serving process) still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

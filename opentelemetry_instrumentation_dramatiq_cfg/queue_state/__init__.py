@@ -26,6 +26,8 @@ from .base import (
     DEFAULT_STALL_TIMEOUT,
     DEFAULT_TIMEOUT,
     DEFAULT_WORKER_TIMEOUT,
+    READY_AND_UNACKED,
+    READY_ONLY,
     BrokerSnapshot,
     BrokerUnavailable,
     QueueStateReader,
@@ -39,6 +41,8 @@ __all__ = [
     "DEFAULT_STALL_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WORKER_TIMEOUT",
+    "READY_AND_UNACKED",
+    "READY_ONLY",
     "BrokerSnapshot",
     "BrokerUnavailable",
     "QueueStateReader",
@@ -57,22 +61,29 @@ def reader_for_broker(
     timeout: float = DEFAULT_TIMEOUT,
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    rabbitmq_management_url: str | None = None,
 ) -> QueueStateReader:
-    """The reader for this broker's type (Redis, RabbitMQ or Stub, subclasses included)."""
+    """The reader for this broker's type (Redis, RabbitMQ or Stub, subclasses included).
+
+    ``rabbitmq_management_url`` (default: ``DRAMATIQ_RABBITMQ_MANAGEMENT_URL``) makes a RabbitMQ
+    reader count unacknowledged messages too, through the management HTTP API."""
     reader: type[Any]
+    options: dict[str, Any] = {}
     if _is_a(broker, "dramatiq.brokers.stub", "StubBroker"):
         from .stub import StubQueueState as reader
     elif _is_a(broker, "dramatiq.brokers.redis", "RedisBroker"):
         from .redis import RedisQueueState as reader
     elif _is_a(broker, "dramatiq.brokers.rabbitmq", "RabbitmqBroker"):
         from .rabbitmq import RabbitmqQueueState as reader
+
+        options["management_url"] = rabbitmq_management_url
     else:
         raise TypeError(
             f"No queue-state reader for {type(broker).__module__}.{type(broker).__qualname__}: "
             "supported brokers are RedisBroker, RabbitmqBroker and StubBroker"
         )
     result: QueueStateReader = reader(
-        broker, timeout=timeout, worker_timeout=worker_timeout, stall_timeout=stall_timeout
+        broker, timeout=timeout, worker_timeout=worker_timeout, stall_timeout=stall_timeout, **options
     )
     return result
 

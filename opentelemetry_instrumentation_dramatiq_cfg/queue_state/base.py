@@ -11,6 +11,14 @@ from dramatiq.common import q_name
 
 #: Seconds a read may take before it gives up with :class:`BrokerUnavailable`.
 DEFAULT_TIMEOUT: Final = 2.0
+#: What a snapshot's counts include (:attr:`BrokerSnapshot.counts`). ``ready+unacked``: ``delayed``
+#: and ``dead_lettered`` include messages a worker holds unacknowledged, and ``in_flight`` (delivered,
+#: not yet acknowledged, prefetch included) is known. ``ready``: only messages not yet delivered to any
+#: worker are counted (RabbitMQ without its management API): a delayed message a worker already holds
+#: until its eta is missing from ``delayed``, and ``in_flight`` is unknown. ``pending`` is the messages
+#: not yet delivered to a worker either way.
+READY_AND_UNACKED: Final = "ready+unacked"
+READY_ONLY: Final = "ready"
 #: Seconds without a registry beat after which a worker is reported ``stale`` (Dramatiq's own
 #: heartbeat timeout is 60 s too).
 DEFAULT_WORKER_TIMEOUT: Final = 60.0
@@ -96,6 +104,8 @@ class BrokerSnapshot:
     #: Whether worker liveness comes from the registry (else from consumer counts, or unknown).
     registry: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
+    #: :data:`READY_AND_UNACKED` or :data:`READY_ONLY`: what the counts include.
+    counts: str = READY_AND_UNACKED
 
     @property
     def active_workers(self) -> int:

@@ -1,11 +1,20 @@
-"""Queue state of a Dramatiq ``RabbitmqBroker``, read with passive declares on a connection of its own.
+"""Queue state of a Dramatiq ``RabbitmqBroker``: from the management HTTP API when it is configured,
+else with passive declares on a connection of its own.
 
-Per queue ``Q``: pending = ready messages of ``Q`` (RabbitMQ's ``message_count`` excludes unacked
-deliveries, so in flight is unknown: ``None``); delayed = ready messages of ``Q.DQ``;
-dead-lettered = ``Q.XQ``; consumers = consumers of ``Q`` (one per worker process consuming it, the
-liveness signal on this broker). A passive declare never creates a queue: a missing one (404, which
-closes the channel) reads as zeros. The connection is opened for one read and closed after it, with
-``timeout`` on the socket, the handshake and blocked connections.
+With the management API (``management_url``, or ``DRAMATIQ_RABBITMQ_MANAGEMENT_URL``; see
+:mod:`.rabbitmq_management`), per queue ``Q``: pending = ready messages of ``Q``; in flight =
+unacknowledged messages of ``Q`` (delivered to workers, prefetch included); delayed = ready +
+unacknowledged of ``Q.DQ`` (workers hold delayed messages until due); dead-lettered = ready +
+unacknowledged of ``Q.XQ``; the snapshot's ``counts`` is ``ready+unacked``. Should the API fail, the
+read falls back to the passive declares and says why in ``meta["management_api_error"]``.
+
+Without it (``counts`` = ``ready``): pending = ready messages of ``Q`` (RabbitMQ's ``message_count``
+excludes unacked deliveries, so in flight is unknown: ``None``); delayed = ready messages of ``Q.DQ``
+only, which misses every delayed message a running worker already holds; dead-lettered = ``Q.XQ``.
+Either way consumers = consumers of ``Q`` (one per worker process consuming it, the liveness signal on
+this broker). A passive declare never creates a queue: a missing one (404, which closes the channel)
+reads as zeros. The connection is opened for one read and closed after it, with ``timeout`` on the
+socket, the handshake and blocked connections.
 """
 
 from __future__ import annotations
@@ -20,7 +29,16 @@ import pika.exceptions
 from dramatiq.common import dq_name, xq_name
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from .base import BrokerReader, BrokerSnapshot, BrokerUnavailable, QueueStats, canonical_queues
+from .base import (
+    READY_AND_UNACKED,
+    READY_ONLY,
+    BrokerReader,
+    BrokerSnapshot,
+    BrokerUnavailable,
+    QueueStats,
+    canonical_queues,
+)
+from .rabbitmq_management import ManagementAPI, ManagementCounts
 
 #: What connecting and reading may raise. pika's connection workflow raises its own exceptions,
 #: outside ``AMQPError``, for some failures: a server that accepts the connection and never completes
@@ -31,7 +49,7 @@ _CONNECT_ERRORS = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 class RabbitmqQueueState(BrokerReader):
     """Read-only view of a ``RabbitmqBroker``'s queues."""
 
-    def __init__(self, broker: Any, **timeouts: float) -> None:
+    def __init__(self, broker: Any, *, management_url: str | None = None, **timeouts: float) -> None:
         super().__init__(broker, **timeouts)
         parameters = broker.parameters
         self._parameters = [
@@ -40,9 +58,16 @@ class RabbitmqQueueState(BrokerReader):
         ]
         first = self._parameters[0]
         self.address = f"{first.host}:{first.port}"
+        self._vhost: str = first.virtual_host
+        self._management = (
+            ManagementAPI.from_url(management_url, timeout=self.timeout)
+            if management_url
+            else ManagementAPI.from_environment(timeout=self.timeout)
+        )
 
-    def __repr__(self) -> str:  # never the parameters: they hold the credentials
-        return f"RabbitmqQueueState(address={self.address!r})"
+    def __repr__(self) -> str:  # never the parameters nor the management URL's credentials
+        management = self._management.base_url if self._management else None
+        return f"RabbitmqQueueState(address={self.address!r}, management={management!r})"
 
     def _with_timeouts(self, parameters: pika.ConnectionParameters) -> pika.ConnectionParameters:
         parameters = copy.deepcopy(parameters)
@@ -55,6 +80,37 @@ class RabbitmqQueueState(BrokerReader):
 
     def read(self, queue_names: Iterable[str] | None = None) -> BrokerSnapshot:
         names = canonical_queues(self.broker, queue_names)
+        if self._management is None:
+            return self._read_ready(names)
+        try:
+            return self._read_management(self._management, names)
+        except BrokerUnavailable as exc:  # still answer, with the ready-only counts, and say why
+            snapshot = self._read_ready(names)
+            snapshot.meta["management_api_error"] = str(exc)
+            return snapshot
+
+    def _read_management(self, api: ManagementAPI, names: list[str]) -> BrokerSnapshot:
+        found = api.queues(self._vhost)
+        missing = ManagementCounts()
+        queues = []
+        for name in names:
+            queue, delayed, dead = (found.get(n, missing) for n in (name, dq_name(name), xq_name(name)))
+            queues.append(
+                QueueStats(
+                    name,
+                    pending=queue.ready,
+                    delayed=delayed.ready + delayed.unacknowledged,
+                    dead_lettered=dead.ready + dead.unacknowledged,
+                    in_flight=queue.unacknowledged,
+                    consumers=queue.consumers,
+                )
+            )
+        meta = {"counts_source": "management_api"}
+        return BrokerSnapshot(
+            "rabbitmq", tuple(queues), (), registry=False, meta=meta, counts=READY_AND_UNACKED
+        )
+
+    def _read_ready(self, names: list[str]) -> BrokerSnapshot:
         try:
             connection = pika.BlockingConnection(self._parameters)
         except _CONNECT_ERRORS as exc:
@@ -78,7 +134,7 @@ class RabbitmqQueueState(BrokerReader):
         finally:
             with contextlib.suppress(Exception):
                 connection.close()
-        return BrokerSnapshot("rabbitmq", tuple(queues), (), registry=False)
+        return BrokerSnapshot("rabbitmq", tuple(queues), (), registry=False, counts=READY_ONLY)
 
     def ping(self) -> bool:
         try:

@@ -1,4 +1,9 @@
-"""Queue state of a ``StubBroker`` (tests, the demo): read from its in-memory queues."""
+"""Queue state of a ``StubBroker`` (tests, the demo): read from its in-memory queues.
+
+pending = ready messages of ``Q``; in flight = delivered to a worker and not yet acknowledged;
+delayed = messages of ``Q.DQ`` waiting or held by a worker until due; dead-lettered = the broker's
+dead letters of the queue.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ class StubQueueState(BrokerReader):
         queues = []
         now = time.time()
         for name in canonical_queues(self.broker, queue_names):
+            # A queue.Queue's unfinished_tasks counts what was put and not yet acknowledged
+            # (task_done): ready messages plus those a worker holds.
             pending = self.broker.queues.get(name)
             delayed = self.broker.queues.get(dq_name(name))
             head = _head(pending)
@@ -30,8 +37,11 @@ class StubQueueState(BrokerReader):
                 QueueStats(
                     name,
                     pending=pending.qsize() if pending is not None else 0,
-                    delayed=delayed.qsize() if delayed is not None else 0,
+                    delayed=delayed.unfinished_tasks if delayed is not None else 0,
                     dead_lettered=len(self.broker.dead_letters_by_queue.get(name, ())),
+                    in_flight=max(0, pending.unfinished_tasks - pending.qsize())
+                    if pending is not None
+                    else 0,
                     oldest_age=0.0 if head is None else age(waiting_since(head), now),
                 )
             )
