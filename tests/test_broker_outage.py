@@ -495,7 +495,10 @@ def check_spans(
         # the sender sees the broker's exception (its client's or Dramatiq's), never one of ours
         assert type(sent.error).__module__.split(".")[0] in ("redis", "dramatiq", "pika"), repr(sent.error)
         assert span.status.status_code == StatusCode.ERROR
-        assert type(sent.error).__name__ in span.status.description
+        assert span.status.description == str(sent.error)
+        assert (
+            span.attributes["error.type"] == f"{type(sent.error).__module__}.{type(sent.error).__qualname__}"
+        )
         (event,) = [event for event in span.events if event.name == "exception"]
         assert event.attributes["exception.message"] == str(sent.error)
     seq_of = {sent.message_id: sent.seq for sent in load.sent}
