@@ -1,33 +1,5 @@
 """The ``DRAMATIQ_HEALTH`` settings block, with its defaults and its validation.
 
-Key                    Default     Meaning
-=====================  ==========  ==================================================================
-``ENABLED``            ``True``    ``False``: the view answers ``{"status": "disabled"}`` (HTTP 200).
-``BROKER``             ``None``    The broker to read: ``None`` for the one django_dramatiq configured
-                                   from ``DRAMATIQ_BROKER`` (the global broker), or a dotted path to a
-                                   broker object.
-``TIMEOUT``            ``2.0``     Seconds a broker read may take before the answer is ``unhealthy``.
-``MIN_WORKERS``        ``1``       Active workers needed for ``healthy`` (fewer: ``degraded``).
-``WORKER_TIMEOUT``     ``60.0``    Seconds without a registry beat before a worker is ``stale``.
-``STALL_TIMEOUT``      ``600.0``   Seconds every thread of a live worker may hold a message with none
-                                   finished before the worker is ``stalled`` (the answer: ``degraded``).
-``DETAILS``            ``"staff"`` Who sees ``queues`` and ``workers``: ``"public"``, ``"staff"`` (a
-                                   logged-in staff user, or the token) or ``"token"`` (only the token).
-``TOKEN``              ``None``    Secret for the ``X-Dramatiq-Health-Token`` header (required with
-                                   ``DETAILS="token"``); compared in constant time.
-``UNHEALTHY_STATUS``   ``500``     HTTP status of an ``unhealthy`` answer: 500 or 503.
-``INSTRUMENT``         ``False``   ``True``: the app calls ``DramatiqInstrumentor().instrument()`` in
-                                   ``ready()``, with ``INSTRUMENT_OPTIONS`` as keyword arguments.
-``INSTRUMENT_OPTIONS`` ``{}``      Options of ``instrument()`` (e.g. ``{"failure_hooks": [...]}``).
-``ALERT_WINDOW``       ``300``     Seconds during which ``mail_admins_on_failure`` sends at most one
-                                   mail per actor.
-``TRACE_URL``          ``None``    Link to a trace, with ``{trace_id}`` where its id goes, e.g.
-                                   ``"http://localhost:16686/trace/{trace_id}"`` (Jaeger); used by the
-                                   monitoring page and the task records' admin. ``None``: no links.
-``MONITORING_REFRESH`` ``30``      Seconds between two reloads of the admin monitoring page; ``0``
-                                   turns auto-refresh off.
-=====================  ==========  ==================================================================
-=======
 ===========================  ==========  ==================================================================
 Key                          Default     Meaning
 ===========================  ==========  ==================================================================
