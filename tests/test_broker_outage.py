@@ -14,8 +14,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import re
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -38,7 +40,7 @@ from .conftest import unique
 from .otlp_receiver import Receiver
 from .prometheus_server import free_port
 from .test_monitoring_page import URL
-from .test_prometheus_processes import BIN, command_env, running, scraped_sum
+from .test_prometheus_processes import BIN, ROOT, command_env, running, scraped_sum
 
 #: Messages per second the sender sends.
 RATE = 20
@@ -412,12 +414,20 @@ def rescue(
         "OUTAGE_MAINTENANCE_CHANCE": "1000000",
         "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port()),
     }
-    with running(command, env, tmp_path / "rescue.log", namespace) as workers:
+    with (tmp_path / "rescue.log").open("w") as log:  # a session of its own: nothing outlives the test
+        workers = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
         wait_until(
             lambda: set(seqs) <= set(processed(out)), timeout=60, what="held messages run by a new worker"
         )
-        workers.send_signal(signal.SIGTERM)
+        workers.send_signal(signal.SIGTERM)  # to the main process only: it stops its workers cleanly
         workers.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(workers.pid, signal.SIGKILL)  # a worker process the main one left behind
+        workers.wait()
 
 
 def settle(
@@ -519,7 +529,8 @@ def check_outages(outages: list[Outage], load: Background, kind: str) -> dict[st
     assert load.scrapes and all(scrape.ok for scrape in load.scrapes)  # the endpoint answered every scrape
     for record in outages:
         silent = [s for s in load.scrapes if record.down_at + GAUGES_SILENT_AFTER <= s.at <= record.up_at]
-        assert silent and not any(s.queue_series for s in silent)  # no series: not zero, not the last value
+        stale = [round(s.at - record.down_at, 1) for s in silent if s.queue_series]
+        assert silent and not stale, (record.how, stale)  # no series: not zero, not the last value
         assert any(s.queue_series for s in load.scrapes if s.at > record.up_at + GAUGES_SILENT_AFTER)
         assert record.health_down.status_code == 500
         body = record.health_down.json()
