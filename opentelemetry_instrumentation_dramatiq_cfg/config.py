@@ -24,6 +24,7 @@ Option (keyword argument)                         Environment variable          
 ``metrics_set`` (all, guide, semconv)              ``OTEL_PYTHON_DRAMATIQ_METRICS_SET``      all
 ``queue_metrics_enabled`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED``  true
 ``queue_metrics_interval`` (seconds, >= 0)        ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL``  10
+``stall_timeout`` (seconds, >= 0)                 ``OTEL_PYTHON_DRAMATIQ_STALL_TIMEOUT``    600
 ``suppress_broker_spans`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS``  true
 ================================================  =====================================  =========
 
@@ -34,6 +35,9 @@ that fails for good, the second once per processed attempt (see :mod:`.hooks`).
 ``metrics_set`` chooses the per-message instruments: ``all`` (both families), ``guide`` (only
 ``dramatiq.tasks`` and ``dramatiq.task.duration``, the monitoring guide's series) or ``semconv`` (only
 the messaging semantic-convention metrics); the queue-state gauges follow ``queue_metrics_enabled``.
+
+``stall_timeout``: a live worker whose every thread has held a message with none finished for longer
+is counted ``stalled`` by the ``dramatiq.worker.count`` gauge (see :mod:`.queue_state.registry`).
 
 Exceptions of failed sends and attempts are recorded as span events, log events (to
 ``logger_provider``) or both, as ``OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`` says (see
@@ -60,6 +64,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, TracerProvider
 
 from .hooks import TaskHook
+from .queue_state.base import DEFAULT_STALL_TIMEOUT
 
 if TYPE_CHECKING:
     from dramatiq import Message
@@ -124,6 +129,9 @@ class Options:
     queue_metrics_enabled: bool = True
     #: Minimum seconds between two broker reads for the queue gauges.
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
+    #: Seconds every thread of a live worker may hold a message with none finished before the
+    #: `dramatiq.worker.count` gauge counts it `stalled` (Redis and StubBroker; see the reliability page).
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
     #: Run Dramatiq's own broker traffic (polling, acks, heartbeats, delayed-message moves, this
     #: package's registry and gauges) and an enqueue's RabbitMQ publish with instrumentation suppressed.
     suppress_broker_spans: bool = True
@@ -149,6 +157,7 @@ class Options:
         metrics_set: str | None = None,
         queue_metrics_enabled: bool | None = None,
         queue_metrics_interval: float | None = None,
+        stall_timeout: float | None = None,
         suppress_broker_spans: bool | None = None,
     ) -> Options:
         """Options from keyword arguments, falling back to the environment, then to defaults."""
@@ -175,6 +184,7 @@ class Options:
             metrics_set=_choice("metrics_set", metrics_set, METRICS_SETS),
             queue_metrics_enabled=_flag("queue_metrics_enabled", queue_metrics_enabled, default=True),
             queue_metrics_interval=_seconds("queue_metrics_interval", queue_metrics_interval),
+            stall_timeout=_seconds("stall_timeout", stall_timeout, DEFAULT_STALL_TIMEOUT),
             suppress_broker_spans=_flag("suppress_broker_spans", suppress_broker_spans, default=True),
         )
 
@@ -214,11 +224,11 @@ def _choice(option: str, value: str | None, choices: tuple[str, ...]) -> str:
     return text
 
 
-def _seconds(option: str, value: float | None) -> float:
+def _seconds(option: str, value: float | None, default: float = DEFAULT_QUEUE_METRICS_INTERVAL) -> float:
     if value is None:
         raw = os.environ.get(_env_name(option), "").strip()
         try:
-            value = float(raw) if raw else DEFAULT_QUEUE_METRICS_INTERVAL
+            value = float(raw) if raw else default
         except ValueError:
             raise ValueError(f"{_env_name(option)} must be a number of seconds, got {raw!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):

@@ -29,6 +29,12 @@ def after_process_boot(self: MiddlewareState, broker: Broker) -> None:
 
 
 @_guarded
+def before_worker_boot(self: MiddlewareState, broker: Broker, worker: Worker) -> None:
+    """Map the worker's threads to its registry entry before they take messages (progress)."""
+    self._registry.before_worker_boot(broker, worker)
+
+
+@_guarded
 def after_worker_boot(self: MiddlewareState, broker: Broker, worker: Worker) -> None:
     """Register the worker (see :mod:`.queue_state.registry`) for the health view."""
     self._registry.after_worker_boot(broker, worker)

@@ -46,6 +46,7 @@ from opentelemetry.metrics import (
 
 from . import semconv
 from .config import METRICS_ALL, METRICS_GUIDE, METRICS_SEMCONV, METRICS_SETS
+from .queue_state.base import DEFAULT_STALL_TIMEOUT
 from .version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -259,11 +260,15 @@ def _counter(meter: Meter, name: str, *, unit: str, description: str, up_down: b
 class QueueGauges:
     """Observable gauges of queue state, read from the brokers by :mod:`.queue_state`.
 
-    ``dramatiq.queue.depth`` (pending), ``dramatiq.queue.delayed`` and ``dramatiq.queue.dead_lettered``,
-    each with the ``queue_name`` attribute, and ``dramatiq.worker.count`` with ``queue_name`` and ``status``
-    (``active``/``stale``): the workers consuming each queue, as the health view counts them (the
-    worker registry on Redis and the StubBroker, consumer counts on RabbitMQ, which has no ``stale``).
-    A queue nobody consumes reports ``active`` 0, so an alert can tell it from an unread broker.
+    ``dramatiq.queue.depth`` (pending), ``dramatiq.queue.delayed``, ``dramatiq.queue.dead_lettered``
+    and ``dramatiq.queue.oldest_message.age`` (seconds the oldest pending message has waited, 0 when
+    empty; Redis and StubBroker only: RabbitMQ cannot tell without consuming), each with the
+    ``queue_name`` attribute, and ``dramatiq.worker.count`` with ``queue_name`` and ``status``
+    (``active``/``stale``/``stalled``): the workers consuming each queue, as the health view counts
+    them (the worker registry on Redis and the StubBroker, consumer counts on RabbitMQ, which has
+    neither ``stale`` nor ``stalled``). ``stalled``: alive, every thread busy with no message finished
+    for ``stall_timeout`` seconds (option of the same name, default 600). A queue nobody consumes reports
+    ``active`` 0, so an alert can tell it from an unread broker.
 
     One collection reads each watched broker once (one round trip for all its queues and the worker
     registry on Redis) and the snapshot is reused for ``min_interval`` seconds, however
@@ -271,9 +276,16 @@ class QueueGauges:
     and the callback never raises.
     """
 
-    def __init__(self, meter_provider: MeterProvider | None, min_interval: float, timeout: float) -> None:
+    def __init__(
+        self,
+        meter_provider: MeterProvider | None,
+        min_interval: float,
+        timeout: float,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ) -> None:
         self.min_interval = min_interval
         self.timeout = timeout
+        self.stall_timeout = stall_timeout
         self._lock = threading.Lock()
         self._readers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._read_at = -math.inf
@@ -287,9 +299,13 @@ class QueueGauges:
                 "on RabbitMQ without DRAMATIQ_RABBITMQ_MANAGEMENT_URL ready ones only (held ones missed).",
             ),
             (semconv.METRIC_QUEUE_DEAD_LETTERED, "Messages in a queue's dead-letter queue."),
-            (semconv.METRIC_WORKERS, "Worker processes consuming a queue, by status (active, stale)."),
+            (
+                semconv.METRIC_WORKERS,
+                "Worker processes consuming a queue, by status (active, stale, stalled).",
+            ),
+            (semconv.METRIC_QUEUE_OLDEST_AGE, "Seconds the oldest pending message of a queue has waited."),
         ):
-            unit = "{worker}" if name == semconv.METRIC_WORKERS else "{message}"
+            unit = _GAUGE_UNITS.get(name, "{message}")
             meter.create_observable_gauge(
                 name, callbacks=[self._callback(name)], unit=unit, description=description
             )
@@ -325,6 +341,7 @@ class QueueGauges:
                         (semconv.METRIC_QUEUE_DEPTH, queue.pending),
                         (semconv.METRIC_QUEUE_DELAYED, queue.delayed),
                         (semconv.METRIC_QUEUE_DEAD_LETTERED, queue.dead_lettered),
+                        (semconv.METRIC_QUEUE_OLDEST_AGE, queue.oldest_age),
                     ):
                         if value is not None:
                             snapshot.setdefault(metric, []).append(Observation(value, attributes))
@@ -338,11 +355,16 @@ class QueueGauges:
             reader = self._readers.get(broker)
             if reader is None:
                 reader = self._readers[broker] = reader_for_broker(broker, timeout=self.timeout)
+            reader.stall_timeout = self.stall_timeout
             snapshot = reader.read()
         except Exception as exc:  # unreadable broker: no series rather than a misleading zero
             _logger.debug("Queue gauges: cannot read %s: %s", type(broker).__name__, exc)
             return [], []
         return list(snapshot.queues), _worker_observations(snapshot)
+
+
+_GAUGE_UNITS = {semconv.METRIC_WORKERS: "{worker}", semconv.METRIC_QUEUE_OLDEST_AGE: "s"}
+_WORKER_STATUSES = (semconv.WORKER_ACTIVE, semconv.WORKER_STALE, semconv.WORKER_STALLED)
 
 
 def _worker_observations(snapshot: Any) -> list[Observation]:
@@ -351,9 +373,7 @@ def _worker_observations(snapshot: Any) -> list[Observation]:
     for queue in snapshot.queues:
         if snapshot.registry:
             statuses = [worker.status for worker in snapshot.workers if queue.name in worker.queues]
-            counts = {
-                status: statuses.count(status) for status in (semconv.WORKER_ACTIVE, semconv.WORKER_STALE)
-            }
+            counts = {status: statuses.count(status) for status in _WORKER_STATUSES}
         elif queue.consumers is not None:
             counts = {semconv.WORKER_ACTIVE: queue.consumers}
         else:
@@ -369,7 +389,10 @@ _gauges: dict[int, tuple[MeterProvider | None, QueueGauges]] = {}
 
 
 def queue_gauges_for(
-    meter_provider: MeterProvider | None, min_interval: float, timeout: float
+    meter_provider: MeterProvider | None,
+    min_interval: float,
+    timeout: float,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> QueueGauges:
     """The queue gauges of ``meter_provider``, registered once per provider."""
     with _gauges_lock:
@@ -379,4 +402,5 @@ def queue_gauges_for(
             _gauges[id(meter_provider)] = cached
         gauges = cached[1]
         gauges.min_interval = min(gauges.min_interval, min_interval)
+        gauges.stall_timeout = stall_timeout
         return gauges

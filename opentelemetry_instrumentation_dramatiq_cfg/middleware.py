@@ -104,7 +104,12 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
             and not self.options.completion_hooks
         )
         self._queue_gauges = (
-            queue_gauges_for(self.options.meter_provider, self.options.queue_metrics_interval, READ_TIMEOUT)
+            queue_gauges_for(
+                self.options.meter_provider,
+                self.options.queue_metrics_interval,
+                READ_TIMEOUT,
+                self.options.stall_timeout,
+            )
             if self.options.metrics_enabled and self.options.queue_metrics_enabled
             else None
         )
@@ -134,6 +139,7 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
     after_skip_message = processing.after_skip_message
 
     after_process_boot = lifecycle.after_process_boot
+    before_worker_boot = lifecycle.before_worker_boot
     after_worker_boot = lifecycle.after_worker_boot
     before_worker_shutdown = lifecycle.before_worker_shutdown
     after_worker_shutdown = lifecycle.after_worker_shutdown

@@ -74,6 +74,7 @@ def current_message() -> tuple[str, str]:
 
 
 def before_process_message(self: MiddlewareState, broker: Broker, message: MessageProxy) -> None:
+    self._registry.before_process_message(broker, message)  # progress, whatever is excluded
     try:
         leftover = _processing.get()
         if leftover is not None:  # never expected; don't let a lost end leak its context
@@ -173,6 +174,7 @@ def after_process_message(
     result: Any = None,
     exception: BaseException | None = None,
 ) -> None:
+    self._registry.after_process_message(broker, message)
     try:
         state = _take(message)
         if state is None:
@@ -190,6 +192,7 @@ def after_process_message(
 
 
 def after_skip_message(self: MiddlewareState, broker: Broker, message: MessageProxy) -> None:
+    self._registry.after_skip_message(broker, message)
     try:
         state = _take(message)
         if state is None:

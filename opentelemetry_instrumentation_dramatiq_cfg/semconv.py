@@ -108,6 +108,8 @@ METRIC_IN_FLIGHT: Final = "dramatiq.worker.message.active"
 METRIC_RETRIES: Final = "dramatiq.retries"
 METRIC_DEAD_LETTERED: Final = "dramatiq.dead_lettered"
 METRIC_WORKERS: Final = "dramatiq.worker.count"
+# Gauge with unit `s` -> dramatiq_queue_oldest_message_age_seconds (Redis, StubBroker).
+METRIC_QUEUE_OLDEST_AGE: Final = "dramatiq.queue.oldest_message.age"
 
 # Metric attribute (Prometheus label) names of the guide's series.
 LABEL_TASK_NAME: Final = "task_name"
@@ -118,6 +120,7 @@ LABEL_WORKER_STATUS: Final = "status"
 # Values of the `status` label of dramatiq_worker_count.
 WORKER_ACTIVE: Final = "active"
 WORKER_STALE: Final = "stale"
+WORKER_STALLED: Final = "stalled"
 
 # Boundaries recommended by the messaging conventions for duration histograms (seconds).
 DURATION_BUCKETS: Final = (

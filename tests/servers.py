@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,8 +23,26 @@ import pytest
 
 
 def closed_port() -> int:
-    """A port nothing listens on now (the OS's choice of a free one)."""
-    with socket.socket() as s:
+    """A port nothing listens on now, below the kernel's ephemeral range.
+
+    Not the OS's choice of a free port: that comes from the ephemeral range, from which clients also
+    take their local ports. While a server is down, a client reconnecting to it many times a second
+    can be given the server's port as its own local port and connect to itself (a TCP
+    self-connect), which keeps the server from listening there again (RabbitMQ then exits with
+    ``could_not_start_listener``).
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(10_000, max(10_001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free down there: the OS's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -86,6 +105,7 @@ class PrivateServer:
         self._signal(signal.SIGKILL)
         self.process.wait()
         self._wait_closed()
+        self._wait_group_gone()
         self.process = None
 
     def stop(self) -> None:
@@ -99,7 +119,24 @@ class PrivateServer:
             self._signal(signal.SIGKILL)
             self.process.wait()
         self._wait_closed()
+        self._wait_group_gone()
         self.process = None
+
+    def _wait_group_gone(self) -> None:
+        """Every process of its group has exited: RabbitMQ's script can exit and its listener close
+        while the Erlang VM still writes its stores, and a node started then finds its name taken."""
+        assert self.process is not None
+        deadline, killed = time.monotonic() + 30, False
+        while True:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            if time.monotonic() > deadline:
+                assert not killed, f"{self.name}: processes of its group outlived SIGKILL"
+                self._signal(signal.SIGKILL)
+                deadline, killed = time.monotonic() + 10, True
+            time.sleep(0.05)
 
     def _wait_closed(self) -> None:
         deadline = time.monotonic() + 30
@@ -168,6 +205,7 @@ def rabbitmq_server(directory: Path, *, management: bool = False) -> PrivateServ
         "RABBITMQ_PID_FILE": str(directory / "rabbitmq.pid"),
         "RABBITMQ_DIST_PORT": str(dist_port),
         "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "ERL_CRASH_DUMP": str(directory / "erl_crash.dump"),  # never in the working directory
     }
     return PrivateServer("rabbitmq-server", [binary], port, env, extra_ports)
 

@@ -33,6 +33,7 @@ def test_the_guides_concerns_each_have_a_rule():
         "DramatiqQueueWaitHigh",
         "DramatiqTaskDurationHigh",
         "DramatiqNoActiveWorker",
+        "DramatiqWorkerStalled",
         "DramatiqMetricsEndpointDown",
     }
 

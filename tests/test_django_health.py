@@ -230,6 +230,13 @@ def test_system_checks_report_bad_settings(health):
     ]
 
 
+def test_a_stall_timeout_that_is_not_a_positive_number_is_reported(health):
+    health(STALL_TIMEOUT=0)
+    assert [m.msg for m in run_checks() if m.id == "dramatiq_otel.E001"] == [
+        "DRAMATIQ_HEALTH['STALL_TIMEOUT'] must be a positive number of seconds, got 0"
+    ]
+
+
 def test_system_checks_warn_when_the_middleware_is_not_first(health):
     from dramatiq.brokers.stub import StubBroker
     from dramatiq.middleware import Retries

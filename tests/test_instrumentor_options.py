@@ -85,6 +85,15 @@ def test_options_come_from_the_environment(monkeypatch):
     assert Options.resolve(use_links=False).use_links is False  # a keyword argument wins
 
 
+def test_the_stall_timeout_comes_from_the_environment_and_defaults_to_ten_minutes(monkeypatch):
+    assert Options.resolve().stall_timeout == 600
+    monkeypatch.setenv("OTEL_PYTHON_DRAMATIQ_STALL_TIMEOUT", "90")
+    assert Options.resolve().stall_timeout == 90
+    assert Options.resolve(stall_timeout=30).stall_timeout == 30
+    with pytest.raises(ValueError, match="stall_timeout must be a number of seconds >= 0"):
+        Options.resolve(stall_timeout=-1)
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -92,6 +101,7 @@ def test_options_come_from_the_environment(monkeypatch):
         ("OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS_MAX_LENGTH", "big", "must be an integer"),
         ("OTEL_PYTHON_DRAMATIQ_CAPTURE_ARGS_MAX_LENGTH", "0", "must be a positive integer"),
         ("OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL", "-1", "must be a number of seconds >= 0"),
+        ("OTEL_PYTHON_DRAMATIQ_STALL_TIMEOUT", "soon", "must be a number of seconds"),
         ("OTEL_PYTHON_DRAMATIQ_FAILURE_HOOKS", "no_such_module.hook", "cannot import 'no_such_module.hook'"),
         ("OTEL_PYTHON_DRAMATIQ_FAILURE_HOOKS", "nodots", "dotted path"),
     ],

@@ -164,6 +164,7 @@ def test_reading_redis_writes_nothing(broker, queue_name, record_redis_writes, m
         b"HLEN",
         b"ZCARD",
         b"HGETALL",
+        b"EVAL_RO",  # the head message's due time: the server refuses a read-only script any write
         b"PING",
         b"CLIENT",
         b"HELLO",
@@ -265,7 +266,8 @@ def test_workers_gauge_counts_the_workers_of_each_queue(
     }
     expected = {(queue_name, "active"): 1, (idle_queue, "active"): 0}
     if broker_kind != "rabbitmq":  # the registry also tells workers that stopped beating
-        expected.update({(queue_name, "stale"): 0, (idle_queue, "stale"): 0})
+        for queue in (queue_name, idle_queue):
+            expected.update({(queue, "stale"): 0, (queue, "stalled"): 0})
     assert workers == expected
 
 
@@ -289,3 +291,25 @@ def test_worker_registry_is_written_by_the_instrumented_worker_only(broker, queu
     wait_processed(broker, queue_name, worker)
     snapshot = reader_for_broker(broker).read()
     assert snapshot.active_workers >= 1
+
+
+def test_the_registry_middleware_alone_records_progress():
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker(middleware=[WorkerRegistryMiddleware(interval=0.05)])
+
+    @dramatiq.actor(broker=broker, queue_name="progress")
+    def noop():
+        pass
+
+    for _ in range(5):
+        noop.send()
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join("progress")
+        wait_for(lambda: [w.finished for w in reader_for_broker(broker).read().workers] == [5])
+        (entry,) = reader_for_broker(broker).read().workers
+        assert (entry.status, entry.processing, entry.busy_for) == ("active", 0, 0)
+    finally:
+        worker.stop()

@@ -10,6 +10,8 @@ Key                          Default     Meaning
 ``TIMEOUT``                  ``2.0``     Seconds a broker read may take before the answer is ``unhealthy``.
 ``MIN_WORKERS``              ``1``       Active workers needed for ``healthy`` (fewer: ``degraded``).
 ``WORKER_TIMEOUT``           ``60.0``    Seconds without a registry beat before a worker is ``stale``.
+``STALL_TIMEOUT``            ``600.0``   Seconds every thread of a live worker may hold a message with none
+                                         finished before the worker is ``stalled`` (the answer: ``degraded``).
 ``DETAILS``                  ``"staff"`` Who sees ``queues`` and ``workers``: ``"public"``, ``"staff"`` (a
                                          logged-in staff user, or the token) or ``"token"`` (only the token).
 ``TOKEN``                    ``None``    Secret for the ``X-Dramatiq-Health-Token`` header (required with
@@ -64,6 +66,9 @@ class HealthSettings:
     MIN_WORKERS: int = 1
     #: Seconds without a registry beat before a worker is `stale`.
     WORKER_TIMEOUT: float = 60.0
+    #: Seconds every thread of a live worker may hold a message with none finished before the worker is
+    #: `stalled` and the answer `degraded` (Redis and StubBroker: RabbitMQ has no worker registry).
+    STALL_TIMEOUT: float = 600.0
     #: Who sees `queues` and `workers`: `"public"`, `"staff"` (a staff user, or the token) or `"token"` (the
     #: token only). The summary is always public.
     DETAILS: str = "staff"
@@ -118,7 +123,7 @@ def problems(raw: Any) -> list[str]:
     for key, kind in (("ENABLED", bool), ("INSTRUMENT", bool)):
         if key in raw and not isinstance(raw[key], kind):
             found.append(f"{SETTING}['{key}'] must be True or False, got {raw[key]!r}")
-    for key in ("TIMEOUT", "WORKER_TIMEOUT", "ALERT_WINDOW"):
+    for key in ("TIMEOUT", "WORKER_TIMEOUT", "STALL_TIMEOUT", "ALERT_WINDOW"):
         value = raw.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             found.append(f"{SETTING}['{key}'] must be a positive number of seconds, got {value!r}")

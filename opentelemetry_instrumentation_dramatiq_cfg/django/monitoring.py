@@ -27,6 +27,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from ..queue_state import QueueStats, WorkerStats, redact
+from ..queue_state.base import STALLED
 from .conf import HealthSettings
 from .service import DISABLED, TaskService
 
@@ -65,7 +66,7 @@ class WorkerRow:
         worker = self.worker
         return format_html(
             '<tr><td>{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td>{}</td>'
-            '<td><span class="dramatiq-worker {}">{}</span></td></tr>',
+            '<td><span class="dramatiq-worker {}">{}</span>{}</td></tr>',
             worker.host,
             worker.pid,
             ", ".join(worker.queues),
@@ -73,7 +74,14 @@ class WorkerRow:
             self.last_seen,
             worker.status,
             worker.status,
+            self.state_detail(),
         )
+
+    def state_detail(self) -> str:
+        """How long a stalled worker has had every thread busy with none finished."""
+        if self.worker.status != STALLED:
+            return ""
+        return f" for {ago(max(1.0, self.worker.busy_for)).removesuffix(' ago')}"
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,19 @@ from typing import Any
 
 import dramatiq.broker
 
-from ..queue_state import BrokerSnapshot, BrokerUnavailable, QueueStateReader, reader_for_broker, redact
+from ..queue_state import (
+    BrokerSnapshot,
+    BrokerUnavailable,
+    QueueStateReader,
+    WorkerStats,
+    reader_for_broker,
+    redact,
+)
 from .conf import HealthSettings, health_settings
 
 HEALTHY, DEGRADED, UNHEALTHY, DISABLED = "healthy", "degraded", "unhealthy", "disabled"
 
-_readers: weakref.WeakKeyDictionary[Any, dict[tuple[float, float, str | None], QueueStateReader]] = (
+_readers: weakref.WeakKeyDictionary[Any, dict[tuple[float, float, float, str | None], QueueStateReader]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -69,13 +76,14 @@ class TaskService:
         """The broker's reader, kept between requests so its connection is reused."""
         broker = self.broker()
         management = self.config.RABBITMQ_MANAGEMENT_URL
-        key = (self.config.TIMEOUT, self.config.WORKER_TIMEOUT, management)
+        key = (self.config.TIMEOUT, self.config.WORKER_TIMEOUT, self.config.STALL_TIMEOUT, management)
         readers = _readers.setdefault(broker, {})
         if key not in readers:
             readers[key] = reader_for_broker(
                 broker,
                 timeout=self.config.TIMEOUT,
                 worker_timeout=self.config.WORKER_TIMEOUT,
+                stall_timeout=self.config.STALL_TIMEOUT,
                 rabbitmq_management_url=management,
             )
         return readers[key]
@@ -95,7 +103,8 @@ class TaskService:
         return self.check_broker_connection()
 
     def get_worker_stats(self) -> list[dict[str, Any]]:
-        """Workers, each a dict with ``status`` ``active`` or ``stale`` (raises if unreadable)."""
+        """Workers, each a dict with ``status`` ``active``, ``stale`` or ``stalled`` (raises if
+        unreadable)."""
         snapshot = self._require()
         if snapshot.registry:
             return [worker.asdict() for worker in snapshot.workers]
@@ -132,8 +141,9 @@ class TaskService:
             return self.config.UNHEALTHY_STATUS, body
         workers = self.get_worker_stats()
         active = snapshot.active_workers
+        stalled = snapshot.stalled_workers
         body = {
-            "status": HEALTHY if active >= self.config.MIN_WORKERS else DEGRADED,
+            "status": HEALTHY if active >= self.config.MIN_WORKERS and not stalled else DEGRADED,
             "broker": snapshot.broker,
             "redis_connection": True,
             "broker_connection": True,
@@ -144,12 +154,36 @@ class TaskService:
             # what the counts include: "ready+unacked", or "ready" (RabbitMQ without its management API)
             "counts": snapshot.counts,
         }
+        if snapshot.registry:
+            body.update(stall_summary(stalled, self.config.STALL_TIMEOUT))
         if "management_api_error" in snapshot.meta:
             body["management_api_error"] = snapshot.meta["management_api_error"]
         if details:
             body["queues"] = self.get_queue_stats()
             body["workers"] = workers
+            if snapshot.registry:
+                mark_stalled_queues(body["queues"], stalled)
         return 200, body
+
+
+def stall_summary(stalled: tuple[WorkerStats, ...], timeout: float) -> dict[str, Any]:
+    """``stalled_workers`` and, when there are some, ``reason`` (no queue name: that is a detail)."""
+    summary: dict[str, Any] = {"stalled_workers": len(stalled)}
+    if stalled:
+        longest = max(worker.busy_for for worker in stalled)
+        summary["reason"] = (
+            f"{len(stalled)} worker(s) stalled: every thread has held a message with none finished "
+            f"for up to {longest:.0f} s (stall timeout {timeout:g} s)"
+        )
+    return summary
+
+
+def mark_stalled_queues(queues: list[dict[str, Any]], stalled: tuple[WorkerStats, ...]) -> None:
+    """Give each queue ``stalled_workers`` and ``stalled_for`` (seconds, ``None`` when none)."""
+    for queue in queues:
+        consuming = [worker.busy_for for worker in stalled if queue["name"] in worker.queues]
+        queue["stalled_workers"] = len(consuming)
+        queue["stalled_for"] = max(consuming, default=None)
 
 
 def get_task_service() -> TaskService:

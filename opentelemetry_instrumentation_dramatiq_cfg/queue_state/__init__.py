@@ -6,9 +6,12 @@ all use this package. Readers are strictly read-only and time-limited::
     from opentelemetry_instrumentation_dramatiq_cfg.queue_state import reader_for_broker
 
     snapshot = reader_for_broker(dramatiq.get_broker(), timeout=2.0).read()
-    snapshot.queues        # (QueueStats(name, pending, delayed, dead_lettered, in_flight, consumers), ...)
-    snapshot.workers       # (WorkerStats(worker_id, host, pid, queues, threads, last_seen, status), ...)
+    snapshot.queues        # (QueueStats(name, pending, delayed, dead_lettered, in_flight, consumers,
+                           #             oldest_age), ...)
+    snapshot.workers       # (WorkerStats(worker_id, host, pid, queues, threads, last_seen, status,
+                           #              processing, finished, busy_for), ...)
     snapshot.active_workers
+    snapshot.stalled_workers  # alive, but every thread stuck longer than stall_timeout
 
 Workers are the processes that registered through :class:`WorkerRegistryMiddleware` (or the
 OpenTelemetry middleware, which calls it): see :mod:`.registry`.
@@ -20,6 +23,7 @@ import importlib
 from typing import Any
 
 from .base import (
+    DEFAULT_STALL_TIMEOUT,
     DEFAULT_TIMEOUT,
     DEFAULT_WORKER_TIMEOUT,
     READY_AND_UNACKED,
@@ -34,6 +38,7 @@ from .base import (
 from .registry import WorkerRegistry, WorkerRegistryMiddleware
 
 __all__ = [
+    "DEFAULT_STALL_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "DEFAULT_WORKER_TIMEOUT",
     "READY_AND_UNACKED",
@@ -55,6 +60,7 @@ def reader_for_broker(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     rabbitmq_management_url: str | None = None,
 ) -> QueueStateReader:
     """The reader for this broker's type (Redis, RabbitMQ or Stub, subclasses included).
@@ -76,7 +82,9 @@ def reader_for_broker(
             f"No queue-state reader for {type(broker).__module__}.{type(broker).__qualname__}: "
             "supported brokers are RedisBroker, RabbitmqBroker and StubBroker"
         )
-    result: QueueStateReader = reader(broker, timeout=timeout, worker_timeout=worker_timeout, **options)
+    result: QueueStateReader = reader(
+        broker, timeout=timeout, worker_timeout=worker_timeout, stall_timeout=stall_timeout, **options
+    )
     return result
 
 

@@ -22,6 +22,14 @@ READY_ONLY: Final = "ready"
 #: Seconds without a registry beat after which a worker is reported ``stale`` (Dramatiq's own
 #: heartbeat timeout is 60 s too).
 DEFAULT_WORKER_TIMEOUT: Final = 60.0
+#: Seconds every thread of a live worker may hold a message with none finished before the worker is
+#: reported ``stalled``: Dramatiq's default time limit (10 min) stops a task that runs Python code
+#: longer than that, so a worker busy for longer is stuck (e.g. on a call without timeout).
+DEFAULT_STALL_TIMEOUT: Final = 600.0
+
+ACTIVE: Final = "active"
+STALE: Final = "stale"
+STALLED: Final = "stalled"
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/\s]*)@")
 _PASSWORD_KEYS = re.compile(r"(?i)(password|passwd|pwd)(['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}&]+")
@@ -52,6 +60,9 @@ class QueueStats:
     in_flight: int | None = None
     #: Consumers attached to the queue (RabbitMQ); ``None`` where the broker cannot tell.
     consumers: int | None = None
+    #: Seconds the oldest pending message has been waiting (0 for an empty queue); ``None`` where the
+    #: broker cannot tell without consuming (RabbitMQ).
+    oldest_age: float | None = None
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,8 +78,15 @@ class WorkerStats:
     queues: tuple[str, ...]
     threads: int
     last_seen: float
-    #: ``active``, or ``stale`` when not seen within the worker timeout.
+    #: ``active``; ``stale`` when not seen within the worker timeout; ``stalled`` when seen but every
+    #: thread has held a message with none finished for longer than the stall timeout.
     status: str
+    #: Messages its threads are processing now (as of its last beat).
+    processing: int = 0
+    #: Messages it finished since it started.
+    finished: int = 0
+    #: Seconds every thread has been busy with none finished (0 when some thread is free).
+    busy_for: float = 0.0
 
     def asdict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,8 +111,12 @@ class BrokerSnapshot:
     def active_workers(self) -> int:
         """Live workers: registry entries seen recently, else the most consumers on any queue."""
         if self.registry:
-            return sum(1 for worker in self.workers if worker.status == "active")
+            return sum(1 for worker in self.workers if worker.status == ACTIVE)
         return max((queue.consumers or 0 for queue in self.queues), default=0)
+
+    @property
+    def stalled_workers(self) -> tuple[WorkerStats, ...]:
+        return tuple(worker for worker in self.workers if worker.status == STALLED)
 
     @property
     def total_pending(self) -> int:
@@ -105,6 +127,8 @@ class QueueStateReader(Protocol):
     """Reads queue counts and workers of one broker; strictly read-only."""
 
     timeout: float
+    #: Seconds every thread of a live worker may be busy with none finished before it is ``stalled``.
+    stall_timeout: float
 
     def read(self, queue_names: Iterable[str] | None = None) -> BrokerSnapshot:
         """Counts for ``queue_names`` (default: the broker's declared queues); one round trip where
@@ -125,14 +149,25 @@ class BrokerReader:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
         self.broker = broker
         self.timeout = validate_timeout(timeout)
         self.worker_timeout = worker_timeout
+        self.stall_timeout = stall_timeout
 
     def worker(self, worker_id: str, record: dict[str, Any], now: float) -> WorkerStats:
-        """A registry record as :class:`WorkerStats`, ``stale`` if not seen within the timeout."""
+        """A registry record as :class:`WorkerStats`: ``stale`` if not seen within the worker timeout,
+        ``stalled`` if every thread has been busy with none finished for longer than the stall one."""
         last_seen = float(record.get("last_seen", 0))
+        busy_since = record.get("busy_since")
+        busy_for = max(0.0, now - float(busy_since)) if isinstance(busy_since, int | float) else 0.0
+        if now - last_seen > self.worker_timeout:
+            status = STALE
+        elif busy_for > self.stall_timeout:
+            status = STALLED
+        else:
+            status = ACTIVE
         return WorkerStats(
             worker_id=worker_id,
             host=str(record.get("host", "")),
@@ -140,8 +175,29 @@ class BrokerReader:
             queues=tuple(record.get("queues", ())),
             threads=int(record.get("threads", 0)),
             last_seen=last_seen,
-            status="active" if now - last_seen <= self.worker_timeout else "stale",
+            status=status,
+            processing=int(record.get("processing", 0)),
+            finished=int(record.get("finished", 0)),
+            busy_for=round(busy_for, 3),
         )
+
+
+def waiting_since(payload: Any) -> float | None:
+    """When an encoded message became due (its eta, else its timestamp), in seconds; ``None`` if it
+    cannot be decoded with Dramatiq's encoder."""
+    from dramatiq import Message
+
+    try:
+        message = Message.decode(payload)
+        eta = message.options.get("eta")
+        due = max(int(message.message_timestamp), int(eta) if isinstance(eta, int | float) else 0)
+    except Exception:
+        return None
+    return due / 1000
+
+
+def age(since: float | None, now: float) -> float | None:
+    return None if since is None else round(max(0.0, now - since), 3)
 
 
 def canonical_queues(broker: Any, queue_names: Iterable[str] | None) -> list[str]:

@@ -7,12 +7,24 @@ written only from worker hooks: when a ``Worker`` boots (the ``dramatiq`` comman
 stops. Readers never write it.
 
 Where it lives: on Redis, the hash ``<namespace>:__otel_workers__`` (field: worker id, value: JSON with
-host, pid, queues, threads, last_seen); on the StubBroker, this process's memory; on RabbitMQ there
-is no store (liveness comes from consumer counts). Cost: one ``HSET`` per worker process every
-``interval`` seconds (5 by default), plus an ``HDEL`` of entries unseen for an hour once a minute.
+host, pid, queues, threads, last_seen and the progress fields below); on the StubBroker, this
+process's memory; on RabbitMQ there is no store (liveness comes from consumer counts, and a stalled
+worker cannot be told). Cost: one ``HSET`` per worker process every ``interval`` seconds (5 by
+default), plus an ``HDEL`` of entries unseen for an hour once a minute.
 
-:class:`WorkerRegistryMiddleware` drives it; the OpenTelemetry middleware calls the same two hooks,
+:class:`WorkerRegistryMiddleware` drives it; the OpenTelemetry middleware calls the same hooks,
 so listing both never registers a worker twice (same worker id).
+
+Progress: a worker that beats is alive, not necessarily working. Each record also carries
+``processing`` (messages between ``before_process_message`` and their after-hook in that worker),
+``finished`` (messages it finished since it started) and ``busy_since`` (wall-clock time since when
+*every* worker thread has held a message with none finished, ``null`` otherwise). Readers call a
+worker ``stalled`` once ``busy_since`` is older than their stall timeout (see
+:data:`~.base.DEFAULT_STALL_TIMEOUT`): every thread stuck, e.g. on a call without timeout. A worker
+whose threads are partly idle, or that finishes messages, is never stalled. Counting costs a few
+dict operations per message (no lock, no broker call); the record is written by the beat, so a stall
+shows within one ``interval`` of the stall timeout and clears within one ``interval`` of the next
+finished message.
 """
 
 from __future__ import annotations
@@ -52,6 +64,39 @@ def decode_record(raw: Any) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+class Progress:
+    """Messages in the hands of one worker's threads, and since when they have all been busy.
+
+    Lock-free: each worker thread writes only its own entries (a dict item set or popped is atomic
+    in CPython), and the beat reads copies.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+        #: thread ident -> when the message it holds started
+        self._started: dict[int, float] = {}
+        #: thread ident -> messages it finished
+        self._finished: dict[int, int] = {}
+
+    def started(self, ident: int) -> None:
+        self._started[ident] = time.time()
+
+    def ended(self, ident: int) -> None:
+        self._started.pop(ident, None)
+        self._finished[ident] = self._finished.get(ident, 0) + 1
+
+    def fields(self) -> dict[str, Any]:
+        """``processing``, ``finished`` and ``busy_since``: every thread has been busy, with none
+        finished, since the latest of their current messages started."""
+        started = self._started.copy()
+        busy_since = max(started.values()) if len(started) >= self.threads else None
+        return {
+            "processing": len(started),
+            "finished": sum(self._finished.copy().values()),
+            "busy_since": busy_since,
+        }
+
+
 class WorkerRegistry:
     """Registers one running worker; never raises (a registry outage must not stop a worker)."""
 
@@ -67,10 +112,13 @@ class WorkerRegistry:
             "queues": sorted(name for name in queues if not name.endswith((".DQ", ".XQ"))),
             "threads": int(getattr(worker, "worker_threads", 0)),
         }
+        self.progress = Progress(self.record["threads"])
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def worker_started(self) -> None:
+        if self._thread is not None:
+            return
         self._write()
         self._thread = threading.Thread(target=self._beat, name="dramatiq-worker-registry", daemon=True)
         self._thread.start()
@@ -94,7 +142,7 @@ class WorkerRegistry:
 
     def _write(self, *, prune: bool = True) -> None:
         now = time.time()
-        record = {**self.record, "last_seen": now}
+        record = {**self.record, **self.progress.fields(), "last_seen": now}
         try:
             client, namespace = _redis(self.broker)
             if client is not None:
@@ -126,21 +174,59 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         self.interval = float(interval)
         self._registries: dict[int, WorkerRegistry] = {}
+        #: id of a worker's work queue -> its progress. Message hooks do not name the worker, but each
+        #: worker thread keeps its worker's ``work_queue``; mapped before the threads start, as a
+        #: thread may take a message before ``after_worker_boot``.
+        self._progress: dict[int, Progress] = {}
+        #: thread ident -> its worker's progress (``None``: not a worker thread), filled on first use.
+        self._by_thread: dict[int, Progress | None] = {}
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
         try:
             if id(worker) not in self._registries:
                 registry = self._registries[id(worker)] = WorkerRegistry(
                     broker, worker, interval=self.interval
                 )
-                registry.worker_started()
+                self._progress[id(worker.work_queue)] = registry.progress
+                self._by_thread.clear()
         except Exception:
             _logger.debug("Worker registry: boot hook failed", exc_info=True)
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        self.before_worker_boot(broker, worker)  # a no-op unless that hook was missed
+        registry = self._registries.get(id(worker))
+        if registry is not None:
+            registry.worker_started()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         registry = self._registries.pop(id(worker), None)
         if registry is not None:
             registry.worker_stopped()
+            self._progress.pop(id(getattr(worker, "work_queue", None)), None)
+            self._by_thread.clear()  # thread idents are reused once threads end
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        ident = threading.get_ident()
+        progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
+        if progress is not None:
+            progress.started(ident)
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        ident = threading.get_ident()
+        progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
+        if progress is not None:
+            progress.ended(ident)
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        self.after_process_message(broker, message)
+
+    def _thread_progress(self, ident: int) -> Progress | None:
+        """The progress of the worker this thread works for (``None``: not a worker thread), cached."""
+        progress = self._progress.get(id(getattr(threading.current_thread(), "work_queue", None)))
+        self._by_thread[ident] = progress
+        return progress
 
 
 def _redis(broker: Any) -> tuple[Any, str]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from queue import Queue
+from typing import Any
 
 from dramatiq.common import dq_name
 
-from .base import BrokerReader, BrokerSnapshot, QueueStats, canonical_queues
+from .base import BrokerReader, BrokerSnapshot, QueueStats, age, canonical_queues, waiting_since
 from .registry import memory_registry
 
 
@@ -24,11 +26,13 @@ class StubQueueState(BrokerReader):
 
     def read(self, queue_names: Iterable[str] | None = None) -> BrokerSnapshot:
         queues = []
+        now = time.time()
         for name in canonical_queues(self.broker, queue_names):
             # A queue.Queue's unfinished_tasks counts what was put and not yet acknowledged
             # (task_done): ready messages plus those a worker holds.
             pending = self.broker.queues.get(name)
             delayed = self.broker.queues.get(dq_name(name))
+            head = _head(pending)
             queues.append(
                 QueueStats(
                     name,
@@ -38,9 +42,9 @@ class StubQueueState(BrokerReader):
                     in_flight=max(0, pending.unfinished_tasks - pending.qsize())
                     if pending is not None
                     else 0,
+                    oldest_age=0.0 if head is None else age(waiting_since(head), now),
                 )
             )
-        now = time.time()
         workers = tuple(
             self.worker(worker_id, record, now)
             for worker_id, record in sorted(memory_registry.get(self.broker, {}).items())
@@ -49,3 +53,11 @@ class StubQueueState(BrokerReader):
 
     def ping(self) -> bool:
         return True
+
+
+def _head(queue: Queue[Any] | None) -> Any:
+    """The next message a StubBroker queue hands out (a FIFO ``queue.Queue``), without taking it."""
+    if queue is None:
+        return None
+    with queue.mutex:
+        return queue.queue[0] if queue.queue else None
