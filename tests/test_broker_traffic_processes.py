@@ -180,7 +180,9 @@ def test_with_the_option_off_the_broker_spans_come_back(broker):
     if broker == "redis":  # fetches and acks, registry writes, gauge reads: each a trace of its own
         assert foreign_worker_roots["EVALSHA"] >= 2 * IDLE_SECONDS
         assert foreign_worker_roots["HSET"] >= 1
-        assert foreign_worker_roots["LLEN HLEN HLEN ZCARD HGETALL"] >= IDLE_SECONDS // 2
+        # The gauges' one pipeline (its span is named by its commands; EVAL_RO reads the oldest message).
+        gauge_reads = sum(n for name, n in foreign_worker_roots.items() if name.startswith("LLEN HLEN"))
+        assert gauge_reads >= IDLE_SECONDS // 2
     else:  # pika's own PRODUCER spans, now children of our send spans
         sends = [s for s in producer if s.name == f"send {queue}"]
         assert children(producer, sends)[f"{queue} send"] == MESSAGES

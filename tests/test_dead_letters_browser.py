@@ -80,12 +80,14 @@ def test_requeue_from_the_browser_runs_the_message_again_in_its_original_trace(
         browser.find_element(By.ID, "id_username").send_keys("ops")
         browser.find_element(By.ID, "id_password").send_keys("a-good-password")
         browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#queues tbody tr"), timeout=30)
         row = next(
             r
             for r in browser.find_elements(By.CSS_SELECTOR, "#queues tbody tr")
             if r.text.startswith("payments")
         )
         row.find_element(By.CSS_SELECTOR, "a.dead-letters-link").click()
+        wait_for(lambda: browser.find_elements(By.ID, "dead-letters"), timeout=30)
         assert browser.title.startswith("Dead letters of payments")
 
         rows = read_table(browser, "dead-letters")
@@ -106,9 +108,12 @@ def test_requeue_from_the_browser_runs_the_message_again_in_its_original_trace(
         browser.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")[position].find_element(
             By.XPATH, ".//button[text()='Requeue']"
         ).click()
+        # A click that submits a form does not wait for the next page: wait for what it must show.
+        wait_for(lambda: browser.find_elements(By.ID, "confirm-question"), timeout=30)
         question = browser.find_element(By.ID, "confirm-question").text
         assert question.startswith("Requeue 1 dead-lettered message of payments?")
         browser.find_element(By.ID, "confirm").click()
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".messagelist"), timeout=30)
         assert (
             "1 dead-lettered message(s) requeued."
             in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
