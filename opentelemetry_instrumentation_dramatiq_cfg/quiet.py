@@ -38,7 +38,6 @@ import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation, unwrap
-from opentelemetry.trace import Span
 
 _logger = logging.getLogger(__name__)
 
@@ -52,17 +51,20 @@ def suppressed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return wrapped(*args, **kwargs)
 
 
-def broker_call_context(broker: Any, span: Span, suppress: bool) -> otel_context.Context:
-    """The context the broker call of a send runs in: the send span's, suppressed on RabbitMQ.
+def broker_call_context(
+    broker: Any, span_context: otel_context.Context, suppress: bool
+) -> otel_context.Context:
+    """The context the broker call of a send runs in: ``span_context`` (the current context with the
+    send span in it), suppressed on RabbitMQ.
 
     A Redis command span is kept as the send span's child (it shows the round trip); a messaging
     client's span for the same message (pika's ``{queue} send`` PRODUCER) would be a second
     producer span, so with ``suppress`` it is not emitted.
     """
     if suppress and _is_rabbitmq(broker):  # a RabbitMQ publish costs far more than this
-        with suppress_instrumentation():
-            return trace.set_span_in_context(span, otel_context.get_current())
-    return trace.set_span_in_context(span)
+        with suppress_instrumentation():  # its key, set in a copy of the current context, then the span
+            return trace.set_span_in_context(trace.get_current_span(span_context), otel_context.get_current())
+    return span_context
 
 
 def _is_rabbitmq(broker: Any) -> bool:

@@ -99,17 +99,17 @@ def before_enqueue(self: MiddlewareState, broker: Broker, message: Message[Any],
         moved = reenqueue or (delay is None and DUE_OPTION in options)
         if moved and not trace.get_current_span().get_span_context().is_valid:
             return
-        span = None
+        span = span_context = None
         if self.options.traces_enabled:
-            span = _start_send_span(self, broker, message, queue, delay, reenqueue)
+            span, span_context = _start_send_span(self, broker, message, queue, delay, reenqueue)
         elif not reenqueue:
             propagation.inject(options, otel_context.get_current())
         instruments = self._recording_instruments()
         send = _Send(message, span, time.perf_counter(), queue, instruments, self._errors)
         stack.append(send)
-        if span is not None and _sends.guarded:  # attached last: from here on, _end_send detaches it
+        if span_context is not None and _sends.guarded:  # attached last: _end_send detaches it
             send.token = otel_context.attach(
-                quiet.broker_call_context(broker, span, self.options.suppress_broker_spans)
+                quiet.broker_call_context(broker, span_context, self.options.suppress_broker_spans)
             )
     except Exception:
         _hook_failed("before_enqueue")
@@ -122,7 +122,9 @@ def _start_send_span(
     queue: _Queue,
     delay: int | None,
     reenqueue: bool,
-) -> Span:
+) -> tuple[Span, otel_context.Context]:
+    """The send span, and the current context with it (built once: injected on a first send, current
+    during the broker call)."""
     options = message.options
     # Only the first send creates the creation context (PRODUCER); a re-send is a CLIENT span
     # linked to it. The sampler sees the sampling-relevant attributes and the link; the other
@@ -148,11 +150,12 @@ def _start_send_span(
         if self.options.capture_args:
             self._capture_args(attributes, message)
         span.set_attributes(attributes)
+    span_context = trace.set_span_in_context(span)
     if not reenqueue:
-        propagation.inject(options, trace.set_span_in_context(span))
+        propagation.inject(options, span_context)
     if self.options.publish_hook is not None:
         _call_hook(self.options.publish_hook, span, message)
-    return span
+    return span, span_context
 
 
 def after_enqueue(self: MiddlewareState, broker: Broker, message: Message[Any], delay: int | None) -> None:
