@@ -137,7 +137,10 @@ def test_staff_follow_queues_workers_failures_and_traces_in_the_browser(
         browser.find_element(By.ID, "id_username").send_keys("ops")
         browser.find_element(By.ID, "id_password").send_keys("a-good-password")
         browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-        section = browser.find_element(By.CSS_SELECTOR, "#content-main .app-dramatiq_otel")
+        # A click that submits a form does not wait for the next page: wait for what it must show.
+        app = "#content-main .app-dramatiq_otel"
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, app), timeout=30)
+        section = browser.find_element(By.CSS_SELECTOR, app)
         assert "dramatiq monitoring" in section.text.lower()
         section.find_element(By.LINK_TEXT, "Monitoring").click()
         assert browser.current_url == f"{live_server.url}{PAGE}"
