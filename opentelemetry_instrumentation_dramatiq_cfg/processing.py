@@ -117,6 +117,8 @@ def before_process_message(self: MiddlewareState, broker: Broker, message: Messa
         elif carried is not None:
             state.token = otel_context.attach(carried)
         _processing.set(state)  # from here on, the after-hook ends the span and detaches
+        if span is not None:
+            self._registry.hands.traced(span)  # the in-hand entry's trace id, formatted at beat time
         if instruments is not None:
             if instruments.in_flight is not None:
                 instruments.in_flight.add(1, queue.label)

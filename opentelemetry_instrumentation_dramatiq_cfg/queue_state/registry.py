@@ -25,6 +25,9 @@ whose threads are partly idle, or that finishes messages, is never stalled. Coun
 dict operations per message (no lock, no broker call); the record is written by the beat, so a stall
 shows within one ``interval`` of the stall timeout and clears within one ``interval`` of the next
 finished message.
+
+In hand: each record also lists, per busy worker thread, the message it holds (``in_hand``, see
+:mod:`.in_hand`), filled by the same hooks and written by the same beat.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ import weakref
 from typing import Any, Final
 
 import dramatiq
+
+from .in_hand import InHand, ThreadHands
 
 _logger = logging.getLogger(__name__)
 
@@ -113,6 +118,7 @@ class WorkerRegistry:
             "threads": int(getattr(worker, "worker_threads", 0)),
         }
         self.progress = Progress(self.record["threads"])
+        self.in_hand = InHand(broker, self.record["threads"])
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -142,7 +148,12 @@ class WorkerRegistry:
 
     def _write(self, *, prune: bool = True) -> None:
         now = time.time()
-        record = {**self.record, **self.progress.fields(), "last_seen": now}
+        record = {
+            **self.record,
+            **self.progress.fields(),
+            "in_hand": self.in_hand.entries(),
+            "last_seen": now,
+        }
         try:
             client, namespace = _redis(self.broker)
             if client is not None:
@@ -180,6 +191,10 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         self._progress: dict[int, Progress] = {}
         #: thread ident -> its worker's progress (``None``: not a worker thread), filled on first use.
         self._by_thread: dict[int, Progress | None] = {}
+        #: The message each worker thread holds (see :mod:`.in_hand`).
+        self.hands = ThreadHands()
+        #: Characters of arguments the records may carry; ``None`` (default): none.
+        self.args_limit: int | None = None
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         try:
@@ -188,6 +203,8 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
                     broker, worker, interval=self.interval
                 )
                 self._progress[id(worker.work_queue)] = registry.progress
+                registry.in_hand.args_limit = self.args_limit
+                self.hands.register(worker.work_queue, registry.in_hand)
                 self._by_thread.clear()
         except Exception:
             _logger.debug("Worker registry: boot hook failed", exc_info=True)
@@ -203,6 +220,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         if registry is not None:
             registry.worker_stopped()
             self._progress.pop(id(getattr(worker, "work_queue", None)), None)
+            self.hands.unregister(getattr(worker, "work_queue", None))
             self._by_thread.clear()  # thread idents are reused once threads end
 
     def before_process_message(self, broker: Any, message: Any) -> None:
@@ -210,6 +228,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
         if progress is not None:
             progress.started(ident)
+            self.hands.took(message)
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -218,6 +237,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
         if progress is not None:
             progress.ended(ident)
+            self.hands.dropped()
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         self.after_process_message(broker, message)
