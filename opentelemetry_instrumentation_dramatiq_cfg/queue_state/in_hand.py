@@ -4,11 +4,10 @@ The worker's own hooks fill it and the registry's beat writes it; readers turn i
 :class:`MessageInHand` rows (the admin page's Busy section, the health JSON's worker details, the
 ``dramatiq.worker.oldest_message.age`` gauge). No broker call per message, and no formatting either:
 
-* ``before_process_message`` stores ``(time.time(), message, None)`` under the thread's ident in the
-  :class:`InHand` of the worker the thread works for (one tuple and one dict item, no lock: each thread
-  writes only its own item, which CPython sets and pops atomically);
-* the OpenTelemetry middleware then hands over its ``process`` span (:meth:`ThreadHands.traced`): the
-  span object is kept, its trace id is formatted only at beat time;
+* the registry middleware's ``before_process_message`` stores ``(time.time(), message, span)`` under
+  the worker thread's ident (one tuple and one dict item, no lock: each thread writes only its own item,
+  which CPython sets and pops atomically). The OpenTelemetry middleware calls it once its ``process``
+  span is started, with the span: the object is kept, its trace id is formatted only at beat time;
 * ``after_process_message`` / ``after_skip_message`` pop the item, on every path (Dramatiq calls one
   of them for every message whose before-hooks ran).
 
@@ -18,7 +17,7 @@ whether it was sampled), the actor's time limit in seconds (the message's ``time
 the actor's, else the ``TimeLimit`` middleware's default; ``None`` without one), and the arguments only
 when ``args_limit`` is set (the OpenTelemetry middleware sets it when ``capture_args`` is on), as JSON
 values, left out when their JSON is longer than ``max(args_limit, ARGS_CHARS)``. The record stays
-bounded: at most one entry per worker thread.
+bounded: at most one entry per thread of the worker (the beat keeps only its worker's threads).
 
 Nothing here imports OpenTelemetry: the span is read by duck typing (``get_span_context()``).
 """
@@ -27,8 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,23 +39,28 @@ ARGS_CHARS: Final = 4096
 
 
 class InHand:
-    """The messages one worker's threads hold: thread ident -> (since, message, span)."""
+    """The messages one worker's threads hold, as its registry's beat describes them."""
 
-    def __init__(self, broker: Any, threads: int) -> None:
+    def __init__(self, broker: Any, worker: Any) -> None:
         self.broker = broker
-        self.threads = max(1, threads)
+        #: The worker's threads (Dramatiq fills the list when the worker starts).
+        self.threads: list[Any] = getattr(worker, "workers", [])
+        #: thread ident -> (since, message, span): the registry middleware's, shared by its workers.
         self.held: dict[int, tuple[float, Any, Any]] = {}
         #: Characters of arguments the record may carry (``None``: never carry arguments).
         self.args_limit: int | None = None
 
     def entries(self) -> list[dict[str, Any]]:
         """The record's ``in_hand`` list, oldest first (never raises: a bad entry is left out)."""
-        held = sorted(self.held.copy().items(), key=lambda item: item[1][0])[: self.threads]
-        names = {thread.ident: thread for thread in threading.enumerate()} if held else {}
+        threads = {thread.ident: thread for thread in list(self.threads)}
+        held = sorted(
+            ((ident, entry) for ident, entry in self.held.copy().items() if ident in threads),
+            key=lambda item: item[1][0],
+        )
         entries = []
         for ident, (since, message, span) in held:
             try:
-                entries.append(self._entry(names.get(ident), since, message, span))
+                entries.append(self._entry(threads[ident], since, message, span))
             except Exception:
                 _logger.debug("Worker registry: cannot describe a message in hand", exc_info=True)
         return entries
@@ -67,8 +69,8 @@ class InHand:
         message = getattr(proxy, "_message", proxy)
         options = message.options
         entry: dict[str, Any] = {
-            "thread": getattr(thread, "name", ""),
-            "thread_id": getattr(thread, "native_id", None),
+            "thread": str(thread.name),
+            "thread_id": thread.native_id,
             "actor": str(message.actor_name),
             "queue": q_name(str(message.queue_name)),
             "message_id": str(message.message_id),
@@ -96,50 +98,7 @@ class InHand:
                 limit = None
         if limit is None:
             limit = middleware.time_limit
-        return limit / 1000 if isinstance(limit, int | float) and not isinstance(limit, bool) else None
-
-
-class ThreadHands:
-    """Which :class:`InHand` each worker thread reports to, found from the thread's ``work_queue``
-    (as the registry's progress is) and cached per thread ident."""
-
-    def __init__(self) -> None:
-        self._by_queue: dict[int, InHand] = {}
-        self._by_thread: dict[int, InHand | None] = {}
-
-    def register(self, work_queue: Any, in_hand: InHand) -> None:
-        self._by_queue[id(work_queue)] = in_hand
-        self._by_thread.clear()
-
-    def unregister(self, work_queue: Any) -> None:
-        self._by_queue.pop(id(work_queue), None)
-        self._by_thread.clear()  # thread idents are reused once threads end
-
-    def took(self, message: Any) -> None:
-        ident = threading.get_ident()
-        in_hand = self._by_thread[ident] if ident in self._by_thread else self._lookup(ident)
-        if in_hand is not None:
-            in_hand.held[ident] = (time.time(), message, None)
-
-    def traced(self, span: Any) -> None:
-        """This thread's message is traced by ``span`` (kept as is; formatted at beat time)."""
-        ident = threading.get_ident()
-        in_hand = self._by_thread.get(ident)
-        if in_hand is not None:
-            entry = in_hand.held.get(ident)
-            if entry is not None:
-                in_hand.held[ident] = (entry[0], entry[1], span)
-
-    def dropped(self) -> None:
-        ident = threading.get_ident()
-        in_hand = self._by_thread[ident] if ident in self._by_thread else self._lookup(ident)
-        if in_hand is not None:
-            in_hand.held.pop(ident, None)
-
-    def _lookup(self, ident: int) -> InHand | None:
-        in_hand = self._by_queue.get(id(getattr(threading.current_thread(), "work_queue", None)))
-        self._by_thread[ident] = in_hand
-        return in_hand
+        return limit / 1000 if _number(limit) else None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from typing import Any, Final
 
 import dramatiq
 
-from .in_hand import InHand, ThreadHands
+from .in_hand import InHand
 
 _logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class WorkerRegistry:
             "threads": int(getattr(worker, "worker_threads", 0)),
         }
         self.progress = Progress(self.record["threads"])
-        self.in_hand = InHand(broker, self.record["threads"])
+        self.in_hand = InHand(broker, worker)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -191,8 +191,9 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         self._progress: dict[int, Progress] = {}
         #: thread ident -> its worker's progress (``None``: not a worker thread), filled on first use.
         self._by_thread: dict[int, Progress | None] = {}
-        #: The message each worker thread holds (see :mod:`.in_hand`).
-        self.hands = ThreadHands()
+        #: thread ident -> (since, message, process span or None): the message each worker thread
+        #: holds, shared by this middleware's workers (see :mod:`.in_hand`).
+        self.in_hand: dict[int, tuple[float, Any, Any]] = {}
         #: Characters of arguments the records may carry; ``None`` (default): none.
         self.args_limit: int | None = None
 
@@ -203,8 +204,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
                     broker, worker, interval=self.interval
                 )
                 self._progress[id(worker.work_queue)] = registry.progress
-                registry.in_hand.args_limit = self.args_limit
-                self.hands.register(worker.work_queue, registry.in_hand)
+                registry.in_hand.held, registry.in_hand.args_limit = self.in_hand, self.args_limit
                 self._by_thread.clear()
         except Exception:
             _logger.debug("Worker registry: boot hook failed", exc_info=True)
@@ -220,15 +220,15 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         if registry is not None:
             registry.worker_stopped()
             self._progress.pop(id(getattr(worker, "work_queue", None)), None)
-            self.hands.unregister(getattr(worker, "work_queue", None))
             self._by_thread.clear()  # thread idents are reused once threads end
 
-    def before_process_message(self, broker: Any, message: Any) -> None:
+    def before_process_message(self, broker: Any, message: Any, span: Any = None) -> None:
+        """``span``: the OpenTelemetry middleware's process span, kept for the in-hand trace id."""
         ident = threading.get_ident()
         progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
         if progress is not None:
             progress.started(ident)
-            self.hands.took(message)
+            self.in_hand[ident] = (time.time(), message, span)
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -237,7 +237,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
         if progress is not None:
             progress.ended(ident)
-            self.hands.dropped()
+            self.in_hand.pop(ident, None)
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         self.after_process_message(broker, message)
