@@ -17,8 +17,8 @@ to a registered worker, as a ``WorkerThread`` is through its ``work_queue``), ov
 
 The two run interleaved, round by round, on the same thread, timed in that thread's CPU time
 (``time.thread_time_ns``: a shared machine's other processes do not count, though they still slow the
-caches); the figure is the difference of their medians (ns per message). The beat's cost of turning the state into the record (per beat, not per
-message) is printed too, for 8 busy threads.
+caches); the figure is the difference of their medians (ns per message). The beat's cost of turning
+the state into the record (per beat, not per message) is printed too, for 8 busy threads.
 """
 
 from __future__ import annotations

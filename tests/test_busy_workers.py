@@ -265,7 +265,7 @@ def test_the_busy_section_marks_a_stalled_worker_and_a_message_over_its_time_lim
     report_class, report_cells = by_actor["slow_report"]
     assert sync_class == "dramatiq-busy stalled over-time-limit"
     assert report_class == "dramatiq-busy stalled"
-    host, pid, thread, actor, queue, running, retries, message_id, _trace, arguments, note = sync_cells
+    host, pid, thread, actor, queue, running, note, retries, message_id, _trace, arguments = sync_cells
     assert (host, pid, actor, queue, retries, message_id) == (
         socket.gethostname(),
         str(os.getpid()),
@@ -277,8 +277,8 @@ def test_the_busy_section_marks_a_stalled_worker_and_a_message_over_its_time_lim
     assert thread.startswith("Thread-") and re.fullmatch(r"\d+ s", running)
     assert arguments == "(42,), {'secret': '***'}"
     assert note == "worker stalled over its time limit (1 s)"
-    assert report_cells[7] == report.message_id and report_cells[9] == "('2026-11',)"
-    assert report_cells[10] == "worker stalled"
+    assert report_cells[8] == report.message_id and report_cells[10] == "('2026-11',)"
+    assert report_cells[6] == "worker stalled"
     links = dict(
         re.findall(r'<a class="trace-link" href="([^"]+)" rel="noreferrer">([0-9a-f]{12})…</a>', html)
     )
@@ -305,7 +305,7 @@ def test_an_active_worker_busy_rows_do_not_stand_out_and_arguments_follow_the_pa
     html = wait_for(lambda: message.message_id in (h := client.get(URL).content.decode()) and h)
     ((row_class, cells),) = rows(html, "busy")
     assert row_class == "dramatiq-busy"
-    assert len(cells) == 10 and cells[3:5] == ["hold", queue_name] and cells[-1] == ""
+    assert len(cells) == 10 and cells[3:5] == ["hold", queue_name] and cells[6] == ""
     assert "<th>Arguments</th>" not in html and "hunter2" not in html and "trace-link" not in html
 
 

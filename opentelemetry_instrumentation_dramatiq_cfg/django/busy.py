@@ -67,12 +67,12 @@ class BusyRow:
             trace = format_html('<span title="{}">{}</span>', message.trace_id or "", short)
         notes = []
         if "stalled" in flags:
-            notes.append(SafeString('<span class="dramatiq-worker stalled">worker stalled</span>'))
+            notes.append(SafeString('<span class="dramatiq-flag">worker stalled</span>'))
         if "over-time-limit" in flags:
             assert message.time_limit is not None
             notes.append(
                 format_html(
-                    '<span class="dramatiq-worker stalled">over its time limit ({})</span>',
+                    '<span class="dramatiq-flag">over its time limit ({})</span>',
                     duration(message.time_limit),
                 )
             )
@@ -82,9 +82,9 @@ class BusyRow:
             else ""
         )
         return format_html(
-            '<tr class="{}"><td>{}</td><td class="num">{}</td><td title="native id {}">{}</td><td>{}</td>'
-            '<td>{}</td><td class="num nowrap">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td>{}'
-            "<td>{}</td></tr>",
+            '<tr class="{}"><td>{}</td><td class="num">{}</td><td class="nowrap" title="native id {}">{}</td>'
+            '<td>{}</td><td>{}</td><td class="num nowrap">{}</td><td>{}</td><td class="num">{}</td>'
+            '<td class="nowrap"><code>{}</code></td><td class="nowrap">{}</td>{}</tr>',
             " ".join(["dramatiq-busy", *flags]),
             self.worker.host,
             self.worker.pid,
@@ -93,11 +93,11 @@ class BusyRow:
             message.actor,
             message.queue,
             duration(message.running_for),
+            SafeString(" ".join(notes)),
             message.retries,
             message.message_id,
             trace,
             arguments,
-            SafeString(" ".join(notes)),
         )
 
 
