@@ -25,6 +25,7 @@ from opentelemetry import trace
 
 from opentelemetry_instrumentation_dramatiq_cfg.middleware import OpenTelemetryMiddleware
 from opentelemetry_instrumentation_dramatiq_cfg.queue_state import reader_for_broker
+from opentelemetry_instrumentation_dramatiq_cfg.queue_state.in_hand import ARGS_CHARS
 from opentelemetry_instrumentation_dramatiq_cfg.queue_state.registry import redis_key
 
 from .conftest import spans_named
@@ -291,6 +292,23 @@ def test_the_busy_section_marks_a_stalled_worker_and_a_message_over_its_time_lim
     assert sorted(links) == sorted(TRACE_URL.format(trace_id=traced[m.message_id]) for m in (sync, report))
     for href, short in links.items():  # the cell shows the start of the trace id the link leads to
         assert href.rsplit("/", 1)[1].startswith(short)
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
+def test_arguments_too_long_for_the_record_are_left_out_and_said_so(
+    client, django_user_model, broker, queue_name, hold, gate, start_worker, health
+):
+    client.force_login(django_user_model.objects.create_user("ops", is_staff=True, is_superuser=True))
+    health(INSTRUMENT_OPTIONS={"capture_args": True})
+    message = hold.send("x" * (ARGS_CHARS + 1))
+    start_worker(threads=1)
+
+    wait_for(lambda: (w := only_worker(broker)) is not None and len(w.in_hand) == 1)
+    (entry,) = raw_record(broker)["in_hand"]
+    assert entry["args_omitted"] is True and "args" not in entry and "xxxx" not in json.dumps(entry)
+    html = client.get(URL).content.decode()
+    ((_, cells),) = rows(html, "busy")
+    assert cells[8] == message.message_id and cells[10] == "(too long to record)"
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"])
