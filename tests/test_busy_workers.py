@@ -312,6 +312,21 @@ def test_arguments_too_long_for_the_record_are_left_out_and_said_so(
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"])
+def test_a_stale_workers_messages_are_not_listed_as_busy(broker, queue_name, hold, gate, start_worker):
+    from opentelemetry_instrumentation_dramatiq_cfg.django.busy import busy_rows
+    from opentelemetry_instrumentation_dramatiq_cfg.django.conf import health_settings
+
+    hold.send("job")
+    start_worker(threads=1)
+    live = wait_for(lambda: (w := only_worker(broker)) is not None and len(w.in_hand) == 1 and w)
+    assert [row.message for row in busy_rows([live], health_settings())[0]] == list(live.in_hand)
+    # read as if its last beat were older than the worker timeout: its record proves nothing now
+    stale = only_worker(broker, worker_timeout=1e-6)
+    assert stale.status == "stale" and len(stale.in_hand) == 1
+    assert busy_rows([stale], health_settings()) == ([], 0, False)
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"])
 def test_an_active_worker_busy_rows_do_not_stand_out_and_arguments_follow_the_pages_rule(
     client, django_user_model, broker, queue_name, hold, gate, start_worker, health
 ):
