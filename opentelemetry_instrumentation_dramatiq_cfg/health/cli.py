@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any, Final, NoReturn
 
 from .answer import UNHEALTHY, exit_code
-from .config import ConfigError, from_environment
-from .probe import BROKER_URL_ENV, Probe
+from .config import BROKER_URL_ENV, ConfigError, from_environment
+from .probe import Probe, broker_from_url
 
 #: Exit status when the command could not run (bad arguments or settings).
 USAGE_ERROR: Final = 3
@@ -77,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {key: getattr(options, key) for key in OPTIONS}
         config = from_environment(overrides=overrides)
-        probe = Probe(options.broker or options.url, queues=options.queues, config=config, namespace=options.namespace)
+        if options.url is not None:  # a URL, never a module (a forgotten scheme is said so)
+            broker = broker_from_url(options.url, namespace=options.namespace)
+            probe = Probe(broker, queues=options.queues, config=config)
+        else:  # --broker, else the URL in DRAMATIQ_HEALTH_BROKER_URL
+            probe = Probe(options.broker, queues=options.queues, config=config, namespace=options.namespace)
     except ConfigError as exc:
         print(f"dramatiq-health: error: {exc}", file=sys.stderr)
         return USAGE_ERROR

@@ -18,6 +18,9 @@ from typing import Any, Final
 
 #: Prefix of the environment variables: ``DRAMATIQ_HEALTH_MIN_WORKERS`` sets ``MIN_WORKERS``.
 ENV_PREFIX: Final = "DRAMATIQ_HEALTH_"
+#: The broker's URL for the command and the apps when none is given (not a ``HealthConfig`` key: the
+#: Django app has its own broker); keeps a password out of the command line.
+BROKER_URL_ENV: Final = ENV_PREFIX + "BROKER_URL"
 DETAILS_MODES: Final = ("public", "staff", "token")
 #: The request header carrying ``TOKEN``.
 TOKEN_HEADER: Final = "X-Dramatiq-Health-Token"
@@ -116,7 +119,9 @@ def from_environment(
     unknown = sorted(
         variable
         for variable in environ
-        if variable.startswith(ENV_PREFIX) and variable.removeprefix(ENV_PREFIX) not in KEYS
+        if variable.startswith(ENV_PREFIX)
+        and variable.removeprefix(ENV_PREFIX) not in KEYS
+        and variable != BROKER_URL_ENV
     )
     for key in KEYS:
         text = environ.get(env_name(key), "").strip()

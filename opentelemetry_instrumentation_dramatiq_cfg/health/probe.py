@@ -21,11 +21,8 @@ from typing import Any, Final
 from ..queue_state import BrokerUnavailable, QueueStateReader, reader_for_broker, redact
 from ..queue_state.discovery import check_discoverable, discover_queues
 from .answer import answer, describe, read
-from .config import ConfigError, HealthConfig, from_environment
+from .config import BROKER_URL_ENV, ConfigError, HealthConfig, from_environment
 
-#: Where the command and the apps find the broker's URL when none is given (keeps a password out of
-#: the command line).
-BROKER_URL_ENV: Final = "DRAMATIQ_HEALTH_BROKER_URL"
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 RABBITMQ_SCHEMES: Final = ("amqp", "amqps")
 
