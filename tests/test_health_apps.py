@@ -96,7 +96,7 @@ def test_the_summary_is_public_and_the_details_need_the_token(redis_namespace, q
 def test_public_details_bad_parameters_and_methods(redis_namespace, queue_name):
     register(redis_namespace, queue_name)
     for name, client in both(redis_namespace, DETAILS="public"):
-        status, body = get(client, "/health/")
+        _, body = get(client, "/health/")
         assert [q["name"] for q in body["queues"]] == [queue_name], name
         assert get(client, "/health/?details=maybe") == (400, {"error": "details must be 0 or 1"})
         response = client.post("/health/")
@@ -178,4 +178,8 @@ def test_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("DRAMATIQ_HEALTH_DETAILS", "public")
     monkeypatch.setenv("DRAMATIQ_HEALTH_UNHEALTHY_STATUS", "503")
     probe = Probe("redis://127.0.0.1:1/0", queues=["q"])
-    assert (probe.config.MIN_WORKERS, probe.config.DETAILS, probe.config.UNHEALTHY_STATUS) == (3, "public", 503)
+    assert (probe.config.MIN_WORKERS, probe.config.DETAILS, probe.config.UNHEALTHY_STATUS) == (
+        3,
+        "public",
+        503,
+    )

@@ -19,7 +19,7 @@ import redis
 
 from opentelemetry_instrumentation_dramatiq_cfg.queue_state.registry import redis_key
 
-from .conftest import REDIS, cleanup_broker, make_broker, require_service
+from .conftest import REDIS, require_service
 
 SCRIPT = Path(sys.executable).with_name("dramatiq-health")
 REDIS_URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
@@ -29,10 +29,19 @@ SECRET = "hunter2-not-for-output"
 
 def health(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, module: bool = False):
     """Run the command; (exit code, parsed JSON or None, stderr)."""
-    command = [sys.executable, "-m", "opentelemetry_instrumentation_dramatiq_cfg.health"] if module else [str(SCRIPT)]
+    command = (
+        [sys.executable, "-m", "opentelemetry_instrumentation_dramatiq_cfg.health"]
+        if module
+        else [str(SCRIPT)]
+    )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DRAMATIQ_")}
     result = subprocess.run(
-        [*command, *args], env={**environ, **(env or {})}, cwd=cwd, capture_output=True, text=True, timeout=120
+        [*command, *args],
+        env={**environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     body = json.loads(result.stdout) if result.stdout.strip() else None
     return result.returncode, body, result.stderr
@@ -46,7 +55,9 @@ def wait_for(predicate: Any, timeout: float = 60.0) -> Any:
     return found
 
 
-def register(namespace: str, worker_id: str, *, queue: str, seen_ago: float = 0, busy_for: float | None = None):
+def register(
+    namespace: str, worker_id: str, *, queue: str, seen_ago: float = 0, busy_for: float | None = None
+):
     """A worker-registry record in Redis, as a worker process writes it."""
     now = time.time()
     record = {
@@ -83,7 +94,12 @@ def test_redis_url_finds_the_queues_and_a_running_worker_makes_it_healthy(broker
         work.send()
     code, body, _ = health(REDIS_URL, "--namespace", broker.namespace)
 
-    assert (code, body["status"], body["active_workers"], body["total_pending_tasks"]) == (1, "degraded", 0, 3)
+    assert (code, body["status"], body["active_workers"], body["total_pending_tasks"]) == (
+        1,
+        "degraded",
+        0,
+        3,
+    )
     assert [(q["name"], q["pending"]) for q in body["queues"]] == [(queue_name, 3)]
     assert body["broker"] == "redis" and body["min_workers"] == 1 and body["workers"] == []
 
@@ -271,7 +287,11 @@ def test_a_broker_that_never_answers_is_unhealthy_within_the_timeout(private_ser
         (["127.0.0.1:6379"], {}, "not a broker URL ('127.0.0.1:6379')"),
         (["redis://127.0.0.1:notaport/0"], {}, "bad broker URL"),
         ([], {}, "no broker: give its URL"),
-        ([REDIS_URL], {"DRAMATIQ_HEALTH_TIMEOUT": "soon"}, "DRAMATIQ_HEALTH_TIMEOUT must be a positive number"),
+        (
+            [REDIS_URL],
+            {"DRAMATIQ_HEALTH_TIMEOUT": "soon"},
+            "DRAMATIQ_HEALTH_TIMEOUT must be a positive number",
+        ),
         ([REDIS_URL], {"DRAMATIQ_HEALTH_MIN_WORKER": "2"}, "unknown variable DRAMATIQ_HEALTH_MIN_WORKER"),
         ([REDIS_URL, "--timeout", "0"], {}, "--timeout must be a positive number of seconds, got 0.0"),
         ([REDIS_URL, "--min-workers", "two"], {}, "argument --min-workers: invalid int value"),
@@ -286,5 +306,7 @@ def test_bad_input_is_one_line_and_exit_3(args, env, needle):
 
 
 def test_the_broker_url_may_come_from_the_environment():
-    code, body, _ = health("--queue", "q", "--timeout", "1", env={"DRAMATIQ_HEALTH_BROKER_URL": "redis://127.0.0.1:1/0"})
+    code, body, _ = health(
+        "--queue", "q", "--timeout", "1", env={"DRAMATIQ_HEALTH_BROKER_URL": "redis://127.0.0.1:1/0"}
+    )
     assert (code, body["status"]) == (2, "unhealthy") and "127.0.0.1:1" in body["error"]

@@ -50,7 +50,15 @@ from django.conf import settings
 from ..health.config import DETAILS_MODES, TOKEN_HEADER, HealthConfig
 from ..health.config import problems as shared_problems
 
-__all__ = ["DETAILS_MODES", "KEYS", "SETTING", "TOKEN_HEADER", "HealthSettings", "health_settings", "problems"]
+__all__ = [
+    "DETAILS_MODES",
+    "KEYS",
+    "SETTING",
+    "TOKEN_HEADER",
+    "HealthSettings",
+    "health_settings",
+    "problems",
+]
 
 SETTING: Final = "DRAMATIQ_HEALTH"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")

@@ -27,7 +27,9 @@ def exit_code(body: dict[str, Any]) -> int:
     return EXIT_CODES.get(body.get("status", ""), 0)
 
 
-def read(reader: QueueStateReader, queue_names: Iterable[str] | None = None) -> tuple[BrokerSnapshot | None, str | None]:
+def read(
+    reader: QueueStateReader, queue_names: Iterable[str] | None = None
+) -> tuple[BrokerSnapshot | None, str | None]:
     """``(snapshot, None)``, or ``(None, error)`` with the error in one line without credentials:
     an unreadable broker, or a bug or a misconfiguration, is an answer, never a traceback."""
     try:
@@ -49,7 +51,8 @@ def worker_stats(snapshot: BrokerSnapshot) -> list[dict[str, Any]]:
         return [worker.asdict() for worker in snapshot.workers]
     # RabbitMQ without a registry: one entry per consumer of the busiest queue
     return [
-        {"worker_id": f"consumer-{i}", "status": "active", "queues": []} for i in range(snapshot.active_workers)
+        {"worker_id": f"consumer-{i}", "status": "active", "queues": []}
+        for i in range(snapshot.active_workers)
     ]
 
 

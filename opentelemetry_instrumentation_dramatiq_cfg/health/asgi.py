@@ -46,7 +46,9 @@ def make_asgi_app(
                     return
         if scope["type"] != "http":
             raise ValueError(f"the health app answers HTTP only, not {scope['type']!r}")
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+        }
         method = str(scope["method"]).upper()
         query = bytes(scope.get("query_string", b"")).decode("latin-1")
         status, response_headers, body = await asyncio.to_thread(

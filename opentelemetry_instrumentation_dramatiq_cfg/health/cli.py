@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument(
         "url",
         nargs="?",
-        help=f"the broker's URL: redis://, rediss://, unix://, amqp://, amqps:// (default: ${BROKER_URL_ENV})",
+        help=f"the broker's URL: redis://, rediss://, unix://, amqp://, amqps:// (default: {BROKER_URL_ENV})",
     )
     where.add_argument(
         "--broker",

@@ -25,7 +25,16 @@ DETAILS_MODES: Final = ("public", "staff", "token")
 #: The request header carrying ``TOKEN``.
 TOKEN_HEADER: Final = "X-Dramatiq-Health-Token"
 _SECONDS: Final = ("TIMEOUT", "WORKER_TIMEOUT", "STALL_TIMEOUT")
-_FLAGS: Final = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_FLAGS: Final = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,9 @@ def problems(raw: Mapping[str, Any], name: Callable[[str], str]) -> list[str]:
 
 
 def _positive(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value > 0
+    return (
+        not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value > 0
+    )
 
 
 class ConfigError(ValueError):

@@ -42,7 +42,7 @@ def broker_from_url(url: str, *, namespace: str | None = None) -> Any:
         if scheme in REDIS_SCHEMES:
             from dramatiq.brokers.redis import RedisBroker
 
-            return RedisBroker(url=url, middleware=[], namespace=namespace or "dramatiq")
+            return RedisBroker(url=url, middleware=[], namespace=namespace or "dramatiq")  # type: ignore[no-untyped-call]
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         return RabbitmqBroker(url=url, middleware=[])
