@@ -187,3 +187,13 @@ def test_the_worker_healthcheck_runs_the_health_command_on_the_apps_redis(servic
         assert (code, body["status"], body["active_workers"]) == (0, "healthy", 1)
     finally:
         client.delete(redis_key(namespace))
+
+
+def test_the_docs_show_the_compose_healthcheck(services):
+    page = (ROOT / "docs" / "health-probe.md").read_text()
+    shown = [
+        yaml.safe_load(block)["healthcheck"]
+        for block in re.findall(r"```yaml\n(.*?)```", page, re.DOTALL)
+        if block.startswith("healthcheck:")
+    ]
+    assert shown == [services["worker"]["healthcheck"]]

@@ -183,3 +183,46 @@ def test_settings_come_from_the_environment(monkeypatch):
         "public",
         503,
     )
+
+
+def test_gunicorn_serves_the_wsgi_factory_configured_by_the_environment(private_redis, queue_name):
+    """The docs' stand-alone command: gunicorn calls ``make_wsgi_app()``, which takes the broker URL
+    and the settings from ``DRAMATIQ_HEALTH_*`` (a Redis of this test's own: its namespace is the
+    default one)."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    from .prometheus_server import free_port
+
+    url = f"redis://127.0.0.1:{private_redis.port}/0"
+    record = {"host": "box", "pid": 7, "queues": [queue_name], "threads": 1, "last_seen": time.time()}
+    redis.Redis(port=private_redis.port).hset(redis_key("dramatiq"), "w1", json.dumps(record))
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DRAMATIQ_")}
+    environ.update(DRAMATIQ_HEALTH_BROKER_URL=url, DRAMATIQ_HEALTH_DETAILS="public")
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    factory = "opentelemetry_instrumentation_dramatiq_cfg.health.wsgi:make_wsgi_app()"
+    server = subprocess.Popen(
+        [str(gunicorn), "--bind", f"127.0.0.1:{port}", "--workers", "1", factory],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    status, body = response.status, json.load(response)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "gunicorn did not answer"
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert (status, body["status"], [q["name"] for q in body["queues"]]) == (200, "healthy", [queue_name])

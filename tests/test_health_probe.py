@@ -310,3 +310,27 @@ def test_the_broker_url_may_come_from_the_environment():
         "--queue", "q", "--timeout", "1", env={"DRAMATIQ_HEALTH_BROKER_URL": "redis://127.0.0.1:1/0"}
     )
     assert (code, body["status"]) == (2, "unhealthy") and "127.0.0.1:1" in body["error"]
+
+
+def test_the_kubernetes_probes_of_the_docs_are_valid_commands_and_settings():
+    """The docs' exec probe is a command line the command accepts, with known variables; the HTTP
+    probe asks the path the docs mount the apps on."""
+    import re
+
+    import yaml
+
+    from opentelemetry_instrumentation_dramatiq_cfg.health.cli import parser
+    from opentelemetry_instrumentation_dramatiq_cfg.health.config import BROKER_URL_ENV, KEYS, env_name
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "health-probe.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", page, re.DOTALL)]
+    (deployment,) = [b for b in blocks if b.get("kind") == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = container["livenessProbe"]["exec"]["command"]
+    assert command[0] == "dramatiq-health"
+    options = parser().parse_args(command[1:])
+    assert options.url is None and options.broker is None  # the URL comes from the environment
+    names = {variable["name"] for variable in container["env"]}
+    assert BROKER_URL_ENV in names and names <= {BROKER_URL_ENV, *map(env_name, KEYS)}
+    (readiness,) = [b["readinessProbe"] for b in blocks if "readinessProbe" in b]
+    assert readiness["httpGet"]["path"] == "/health/"
