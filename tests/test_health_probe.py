@@ -135,37 +135,42 @@ def test_the_json_is_the_django_commands(redis_namespace, queue_name, settings):
 
 @pytest.mark.redis
 def test_thresholds_come_from_variables_and_options_win(redis_namespace, queue_name):
-    register(redis_namespace, "quiet-30s", queue=queue_name, seen_ago=30)
-    base = (REDIS_URL, "--namespace", redis_namespace)
+    def run(*options: str, **env: str):
+        """The command on a worker last seen 100 s ago (written anew: runs may be slow)."""
+        register(redis_namespace, "quiet-100s", queue=queue_name, seen_ago=100)
+        return health(REDIS_URL, "--namespace", redis_namespace, *options, env=env)
 
-    assert health(*base)[:2][0] == 0  # WORKER_TIMEOUT 60 by default: active
-    code, body, _ = health(*base, env={"DRAMATIQ_HEALTH_WORKER_TIMEOUT": "10"})
+    code, body, _ = run()  # WORKER_TIMEOUT 60 by default
     assert (code, body["status"], body["workers"][0]["status"]) == (1, "degraded", "stale")
-    code, body, _ = health(*base, "--worker-timeout", "45", env={"DRAMATIQ_HEALTH_WORKER_TIMEOUT": "10"})
-    assert (code, body["workers"][0]["status"]) == (0, "active")
+    code, body, _ = run(DRAMATIQ_HEALTH_WORKER_TIMEOUT="3000")
+    assert (code, body["status"], body["workers"][0]["status"]) == (0, "healthy", "active")
+    code, body, _ = run("--worker-timeout", "30", DRAMATIQ_HEALTH_WORKER_TIMEOUT="3000")
+    assert (code, body["workers"][0]["status"]) == (1, "stale")
 
-    code, body, _ = health(*base, env={"DRAMATIQ_HEALTH_MIN_WORKERS": "2"})
+    code, body, _ = run(DRAMATIQ_HEALTH_WORKER_TIMEOUT="3000", DRAMATIQ_HEALTH_MIN_WORKERS="2")
     assert (code, body["status"], body["min_workers"]) == (1, "degraded", 2)
-    code, body, _ = health(*base, "--min-workers", "0", env={"DRAMATIQ_HEALTH_MIN_WORKERS": "2"})
+    code, body, _ = run("--min-workers", "0", DRAMATIQ_HEALTH_MIN_WORKERS="2")
     assert (code, body["status"], body["min_workers"]) == (0, "healthy", 0)
 
-    code, body, _ = health(*base, env={"DRAMATIQ_HEALTH_ENABLED": "false"})
+    code, body, _ = run(DRAMATIQ_HEALTH_ENABLED="false")
     assert (code, body) == (0, {"status": "disabled", "message": "Task system is disabled"})
 
 
 @pytest.mark.redis
 def test_the_stall_timeout_decides_when_a_busy_worker_is_stalled(redis_namespace, queue_name):
-    register(redis_namespace, "stuck", queue=queue_name, busy_for=120)
-    base = (REDIS_URL, "--namespace", redis_namespace)
+    def run(*options: str, **env: str):
+        """The command on a worker beating now, every thread busy for 120 s (written anew)."""
+        register(redis_namespace, "stuck", queue=queue_name, busy_for=120)
+        return health(REDIS_URL, "--namespace", redis_namespace, *options, env=env)
 
-    code, body, _ = health(*base)  # 600 s by default
+    code, body, _ = run()  # 600 s by default
     assert (code, body["status"], body["stalled_workers"]) == (0, "healthy", 0)
-    code, body, _ = health(*base, env={"DRAMATIQ_HEALTH_STALL_TIMEOUT": "60"})
+    code, body, _ = run(DRAMATIQ_HEALTH_STALL_TIMEOUT="60")
     assert (code, body["status"], body["stalled_workers"]) == (1, "degraded", 1)
     assert "stall timeout 60 s" in body["reason"]
     (queue,) = body["queues"]
     assert (queue["name"], queue["stalled_workers"]) == (queue_name, 1)
-    code, body, _ = health(*base, "--stall-timeout", "300", env={"DRAMATIQ_HEALTH_STALL_TIMEOUT": "60"})
+    code, body, _ = run("--stall-timeout", "300", DRAMATIQ_HEALTH_STALL_TIMEOUT="60")
     assert (code, body["status"]) == (0, "healthy")
 
 
@@ -265,15 +270,16 @@ def test_an_unreachable_broker_is_unhealthy_with_one_line_and_no_password(url):
     assert SECRET not in err + json.dumps(body) and "Traceback" not in err
 
 
-@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+@pytest.mark.parametrize("kind", ["redis", "redis-listing-queues", "rabbitmq"])
 def test_a_broker_that_never_answers_is_unhealthy_within_the_timeout(private_server_factory, kind):
     """A server that accepts connections and never answers (SIGSTOP): every broker call has a time
     limit, so the command ends (the subprocess's own limit, 120 s, would fail the test) and says why."""
-    server = private_server_factory(kind)
+    server = private_server_factory(kind.partition("-")[0])
     server.pause()
     try:
-        scheme = "redis" if kind == "redis" else "amqp"
-        code, body, err = health(f"{scheme}://127.0.0.1:{server.port}/", "--queue", "q", "--timeout", "1")
+        scheme = "amqp" if kind == "rabbitmq" else "redis"
+        queues = [] if kind == "redis-listing-queues" else ["--queue", "q"]
+        code, body, err = health(f"{scheme}://127.0.0.1:{server.port}/", *queues, "--timeout", "1")
     finally:
         server.resume()
     assert (code, body["status"]) == (2, "unhealthy")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import threading
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Final
@@ -103,7 +102,7 @@ class Probe:
     ``broker``: anything :func:`resolve_broker` takes. ``queues``: the queues to read (default: see the
     module's docstring). ``config``: the thresholds (default: the ``DRAMATIQ_HEALTH_*`` variables).
     Raises :class:`ConfigError` for a bad broker, bad settings, or a RabbitMQ broker whose queues
-    can be neither named nor listed. Thread-safe; the reader (and its connection) is kept.
+    can be neither named nor listed. Thread-safe; the reader (and its connection) is made once and kept.
     """
 
     def __init__(
@@ -118,8 +117,6 @@ class Probe:
         self.broker = resolve_broker(broker, namespace=namespace)
         self.queues = tuple(queues) if queues else None
         self._discover = self.queues is None and not self.broker.get_declared_queues()
-        self._reader: QueueStateReader | None = None
-        self._lock = threading.Lock()
         if self._discover:
             try:
                 check_discoverable(self.broker, rabbitmq_management_url=self.config.RABBITMQ_MANAGEMENT_URL)
@@ -128,18 +125,20 @@ class Probe:
                     f"{exc} (the command: --queue NAME, or --rabbitmq-management-url URL or "
                     "DRAMATIQ_HEALTH_RABBITMQ_MANAGEMENT_URL)"
                 ) from None
+        self.reader = self._make_reader()
 
-    def reader(self) -> QueueStateReader:
-        with self._lock:
-            if self._reader is None:
-                self._reader = reader_for_broker(
-                    self.broker,
-                    timeout=self.config.TIMEOUT,
-                    worker_timeout=self.config.WORKER_TIMEOUT,
-                    stall_timeout=self.config.STALL_TIMEOUT,
-                    rabbitmq_management_url=self.config.RABBITMQ_MANAGEMENT_URL,
-                )
-            return self._reader
+    def _make_reader(self) -> QueueStateReader:
+        """The broker's reader, made once (no I/O): kept, so its connection is reused."""
+        try:
+            return reader_for_broker(
+                self.broker,
+                timeout=self.config.TIMEOUT,
+                worker_timeout=self.config.WORKER_TIMEOUT,
+                stall_timeout=self.config.STALL_TIMEOUT,
+                rabbitmq_management_url=self.config.RABBITMQ_MANAGEMENT_URL,
+            )
+        except (TypeError, ValueError) as exc:  # a broker no reader reads, a bad management URL
+            raise ConfigError(describe(exc)) from None
 
     def queue_names(self) -> list[str] | None:
         """The queues to read now; ``None``: the broker's declared ones."""
@@ -156,10 +155,10 @@ class Probe:
         if not self.config.ENABLED:
             return answer(self.config, None, None, details=details)
         try:
-            reader, names = self.reader(), self.queue_names()
+            names = self.queue_names()
         except BrokerUnavailable as exc:
             return answer(self.config, None, str(exc), details=details)
         except Exception as exc:  # a bug or a misconfiguration: an answer, never a traceback
             return answer(self.config, None, describe(exc), details=details)
-        snapshot, error = read(reader, names)
+        snapshot, error = read(self.reader, names)
         return answer(self.config, snapshot, error, details=details)
