@@ -1,5 +1,5 @@
-"""The health answer over HTTP, framework-free: what the WSGI and ASGI apps (and the Django view)
-answer to a request.
+"""The health answer over HTTP, framework-free: what the WSGI and ASGI apps answer to a request (the
+Django view, which has staff users too, keeps its own).
 
 ``GET`` (or ``HEAD``) answers the JSON of :meth:`Probe.check`; ``?details=0|1`` drops or asks for
 ``queues`` and ``workers``: asking without being allowed is 403, a bad value 400, another method 405.
