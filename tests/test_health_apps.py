@@ -226,3 +226,22 @@ def test_gunicorn_serves_the_wsgi_factory_configured_by_the_environment(private_
         server.terminate()
         server.wait(30)
     assert (status, body["status"], [q["name"] for q in body["queues"]]) == (200, "healthy", [queue_name])
+
+
+@pytest.mark.rabbitmq
+def test_an_app_made_before_the_actors_are_imported_reads_the_queues_they_declare(queue_name):
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    require_service("RabbitMQ", ("127.0.0.1", 5672))
+    broker = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:5672/%2F", middleware=[])
+    client = flask_client(make_wsgi_app(broker, config=HealthConfig(DETAILS="public", MIN_WORKERS=0)))
+    try:
+        status, body = get(client, "/health/")
+        assert (status, body["status"]) == (500, "unhealthy")
+        assert "RabbitMQ cannot list its queues over AMQP" in body["error"]
+
+        broker.declare_queue(queue_name)  # what importing an actor does
+        status, body = get(client, "/health/")
+        assert (status, body["status"], [q["name"] for q in body["queues"]]) == (200, "healthy", [queue_name])
+    finally:
+        broker.close()

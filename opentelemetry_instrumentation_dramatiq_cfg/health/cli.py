@@ -77,11 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {key: getattr(options, key) for key in OPTIONS}
         config = from_environment(overrides=overrides)
-        if options.url is not None:  # a URL, never a module (a forgotten scheme is said so)
-            broker = broker_from_url(options.url, namespace=options.namespace)
-            probe = Probe(broker, queues=options.queues, config=config)
-        else:  # --broker, else the URL in DRAMATIQ_HEALTH_BROKER_URL
-            probe = Probe(options.broker, queues=options.queues, config=config, namespace=options.namespace)
+        if options.url is not None and "://" not in options.url:
+            broker_from_url(options.url)  # a URL, never a module: says a scheme is missing
+        target = options.url if options.url is not None else options.broker  # else the variable's URL
+        probe = Probe(target, queues=options.queues, config=config, namespace=options.namespace)
     except ConfigError as exc:
         print(f"dramatiq-health: error: {exc}", file=sys.stderr)
         return USAGE_ERROR

@@ -88,6 +88,8 @@ def resolve_broker(target: Any = None, *, namespace: str | None = None) -> Any:
         if not target:
             raise ConfigError(f"no broker: give its URL, --broker module:attribute, or set {BROKER_URL_ENV}")
     if not isinstance(target, str):
+        if namespace is not None:
+            raise ConfigError("--namespace goes with a redis:// URL (a broker object has its own)")
         return target
     if "://" in target:
         return broker_from_url(target, namespace=namespace)
@@ -114,10 +116,10 @@ class Probe:
         namespace: str | None = None,
     ) -> None:
         self.config = config if config is not None else from_environment()
+        from_url = broker is None or (isinstance(broker, str) and "://" in broker)
         self.broker = resolve_broker(broker, namespace=namespace)
         self.queues = tuple(queues) if queues else None
-        self._discover = self.queues is None and not self.broker.get_declared_queues()
-        if self._discover:
+        if from_url and self.queues is None:  # nothing will ever declare a queue on this broker
             try:
                 check_discoverable(self.broker, rabbitmq_management_url=self.config.RABBITMQ_MANAGEMENT_URL)
             except ValueError as exc:  # QueuesUnknown, or a bad management URL
@@ -141,9 +143,13 @@ class Probe:
             raise ConfigError(describe(exc)) from None
 
     def queue_names(self) -> list[str] | None:
-        """The queues to read now; ``None``: the broker's declared ones."""
-        if not self._discover:
-            return list(self.queues) if self.queues is not None else None
+        """The queues to read now: the named ones, else ``None`` (the broker's declared ones, if it
+        has some: an application's actors may be imported after the probe is made), else the ones
+        found on the broker."""
+        if self.queues is not None:
+            return list(self.queues)
+        if self.broker.get_declared_queues():
+            return None
         return discover_queues(
             self.broker,
             timeout=self.config.TIMEOUT,
