@@ -3,7 +3,8 @@
 Run it from a directory outside the source tree: it fails if the package is imported from anywhere
 but the venv's site-packages. Checks what a user of the published package relies on: the
 `opentelemetry_instrumentor` entry point (found and run by `opentelemetry-instrument`), `py.typed`,
-the Django app (system checks, migrations applied, health view and management commands answering).
+the Django app (system checks, migrations applied, health view and management commands answering),
+the ``dramatiq-health`` console script.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ check((HERE / "py.typed").is_file(), "py.typed is installed")
 check(
     importlib.metadata.version(DIST) == package.__version__,
     f"installed version {package.__version__} is version.py's",
+)
+script = Path(sys.executable).with_name("dramatiq-health")
+refused = subprocess.run([str(script), "http://not-a-broker/"], capture_output=True, text=True, timeout=60)
+check(
+    script.is_file() and refused.returncode == 3 and "not a broker URL" in refused.stderr,
+    "the dramatiq-health console script is installed and answers",
+    (refused.returncode, refused.stderr),
 )
 licenses = [f for f in importlib.metadata.files(DIST) or [] if f.name == "LICENSE"]
 check(any("Apache License" in f.read_text() for f in licenses), "the Apache-2.0 LICENSE is installed")

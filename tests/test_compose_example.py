@@ -131,3 +131,69 @@ def test_the_apps_run_the_commands_the_example_project_test_runs(services):
     inner = shlex.split(shlex.split(web)[2])  # sh -c "migrate && <command>"
     command = inner[inner.index("&&") + 1 :]
     assert command == [part.replace("127.0.0.1:{port}", "0.0.0.0:8000") for part in WEB]
+
+
+def compose_shell(command: str) -> str:
+    """A ``CMD-SHELL`` string as compose hands it to the shell (``$$`` is compose's escaped ``$``)."""
+    return command.replace("$$", "$")
+
+
+def test_the_worker_healthcheck_runs_the_health_command_on_the_apps_redis(services, namespace):
+    """The healthcheck's very command, run by a shell as compose runs it, on a Redis namespace of this
+    test's own: degraded (exit 1) with no worker, healthy (exit 0) once one beats in the registry."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import redis
+
+    from opentelemetry_instrumentation_dramatiq_cfg.queue_state.registry import redis_key
+
+    from .conftest import REDIS, require_service
+
+    check = services["worker"]["healthcheck"]
+    kind, command = check["test"]
+    assert kind == "CMD-SHELL" and shlex.split(command)[0] == "dramatiq-health"
+    assert {"interval", "timeout", "retries", "start_period"} <= set(check)
+    script = re.search(r'^dramatiq-health = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert script and script.group(1).endswith("health.cli:run")  # installed in the image with the package
+    require_service("Redis", REDIS)
+    bin_dir = os.path.dirname(sys.executable)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        # what the worker service's environment holds, with this test's Redis and namespace
+        "REDIS_URL": services["worker"]["environment"]["REDIS_URL"].replace(
+            "redis:6379", f"{REDIS[0]}:{REDIS[1]}"
+        ),
+        "DRAMATIQ_NAMESPACE": namespace,
+    }
+
+    def run() -> tuple[int, dict[str, Any]]:
+        result = subprocess.run(
+            ["sh", "-c", compose_shell(command)], env=env, capture_output=True, text=True, timeout=120
+        )
+        return result.returncode, json.loads(result.stdout)
+
+    client = redis.Redis(*REDIS)
+    try:
+        code, body = run()
+        assert (code, body["status"], body["active_workers"]) == (1, "degraded", 0)
+        record = {"host": "worker", "pid": 8, "queues": ["default"], "threads": 4, "last_seen": time.time()}
+        client.hset(redis_key(namespace), "w1", json.dumps(record))
+        code, body = run()
+        assert (code, body["status"], body["active_workers"]) == (0, "healthy", 1)
+    finally:
+        client.delete(redis_key(namespace))
+
+
+def test_the_docs_show_the_compose_healthcheck(services):
+    page = (ROOT / "docs" / "health-probe.md").read_text()
+    shown = [
+        yaml.safe_load(block)["healthcheck"]
+        for block in re.findall(r"```yaml\n(.*?)```", page, re.DOTALL)
+        if block.startswith("healthcheck:")
+    ]
+    assert shown == [services["worker"]["healthcheck"]]

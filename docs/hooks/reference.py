@@ -7,8 +7,11 @@ The tables of ``docs/configuration.md`` (and ``docs/compatibility.md``) between
   type from ``Options.resolve``'s signature, its default, its ``OTEL_PYTHON_DRAMATIQ_*`` variable
   (found by setting the variable and resolving: an option that reads it changes or refuses the
   value) and its description (the ``#:`` comment above the field);
-- ``health``: every field of ``django.conf.HealthSettings`` (the ``DRAMATIQ_HEALTH`` keys), read
-  with ``ast`` so that building the docs needs no Django;
+- ``health``: every field of ``health.config.HealthConfig`` and of its Django subclass
+  ``django.conf.HealthSettings`` (the ``DRAMATIQ_HEALTH`` keys), read with ``ast`` so that building
+  the docs needs no Django;
+- ``probe`` (``docs/health-probe.md``): the shared keys as the ``dramatiq-health`` command and the
+  WSGI/ASGI apps take them: ``DRAMATIQ_HEALTH_*`` variables and command-line options;
 - ``lowest`` (compatibility page): the pins of ``.ci/lowest-constraints.txt``.
 
 The committed page must equal what this generates: ``mkdocs build --strict`` fails otherwise, naming
@@ -194,14 +197,55 @@ def _ast_default(value: ast.expr | None) -> Any:
     return ast.literal_eval(value) if value is not None else None
 
 
+def _health_fields() -> dict[str, tuple[str, ast.AnnAssign]]:
+    """The ``DRAMATIQ_HEALTH`` keys: the ones every health front shares (``health.config.HealthConfig``),
+    then the Django app's own (``django.conf.HealthSettings``, its subclass)."""
+    package = _package()
+    return {
+        **field_docs(package / "health" / "config.py", "HealthConfig"),
+        **field_docs(package / "django" / "conf.py", "HealthSettings"),
+    }
+
+
+def _shown_default(node: ast.AnnAssign) -> str:
+    default = _ast_default(node.value)
+    return _code(f'"{default}"' if isinstance(default, str) else repr(default))
+
+
 def health_table() -> str:
     rows = ["| `DRAMATIQ_HEALTH` key | Type | Default | Description |", "|---|---|---|---|"]
-    for name, (description, node) in field_docs(_package() / "django" / "conf.py", "HealthSettings").items():
-        default = _ast_default(node.value)
-        shown = _code(f'"{default}"' if isinstance(default, str) else repr(default))
+    for name, (description, node) in _health_fields().items():
         rows.append(
-            f"| {_code(name)} | {_type(ast.unparse(node.annotation))} | {shown} | {_cell(description)} |"
+            f"| {_code(name)} | {_type(ast.unparse(node.annotation))} | {_shown_default(node)} "
+            f"| {_cell(description)} |"
         )
+    return "\n".join(rows) + "\n"
+
+
+def _literal(source: Path, name: str) -> Any:
+    """The value of the module-level ``NAME: Final = <literal>`` (or ``NAME = ...``) of ``source``."""
+    for node in ast.parse(source.read_text()).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id == name and node.value is not None:  # type: ignore[union-attr]
+            return node.value  # type: ignore[union-attr]
+    raise ReferenceError(f"{source.name} has no {name}")
+
+
+def probe_table() -> str:
+    """The settings of the ``dramatiq-health`` command and the WSGI/ASGI apps: each shared key's
+    ``DRAMATIQ_HEALTH_*`` variable and, where the command takes it, its option (``health/cli.py``'s
+    ``OPTIONS``)."""
+    package = _package()
+    prefix = ast.literal_eval(_literal(package / "health" / "config.py", "ENV_PREFIX"))
+    options_node = _literal(package / "health" / "cli.py", "OPTIONS")
+    assert isinstance(options_node, ast.Dict)
+    options = {ast.literal_eval(key) for key in options_node.keys if key is not None}
+    rows = ["| Environment variable | Option | Default | Description |", "|---|---|---|---|"]
+    for name, (description, node) in field_docs(package / "health" / "config.py", "HealthConfig").items():
+        option = _code("--" + name.lower().replace("_", "-")) if name in options else "\N{EN DASH}"
+        rows.append(f"| {_code(prefix + name)} | {option} | {_shown_default(node)} | {_cell(description)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -258,6 +302,7 @@ PAGES: dict[Path, dict[str, Callable[[], str]]] = {
     PAGE: GENERATORS,
     ROOT / "docs" / "compatibility.md": {"lowest": lowest_table},
     ROOT / "docs" / "architecture.md": {"modules": modules_table},
+    ROOT / "docs" / "health-probe.md": {"probe": probe_table},
 }
 
 

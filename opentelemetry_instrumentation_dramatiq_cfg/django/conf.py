@@ -47,36 +47,31 @@ from urllib.parse import quote
 
 from django.conf import settings
 
+from ..health.config import DETAILS_MODES, TOKEN_HEADER, HealthConfig
+from ..health.config import problems as shared_problems
+
+__all__ = [
+    "DETAILS_MODES",
+    "KEYS",
+    "SETTING",
+    "TOKEN_HEADER",
+    "HealthSettings",
+    "health_settings",
+    "problems",
+]
+
 SETTING: Final = "DRAMATIQ_HEALTH"
-DETAILS_MODES: Final = ("public", "staff", "token")
-TOKEN_HEADER: Final = "X-Dramatiq-Health-Token"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
-class HealthSettings:
-    #: `False`: the view answers `{"status": "disabled"}` with HTTP 200.
-    ENABLED: bool = True
+class HealthSettings(HealthConfig):
+    """The ``DRAMATIQ_HEALTH`` block: the keys every health front shares (:class:`HealthConfig`: the
+    thresholds, ``DETAILS``, ``TOKEN``, ...) and the Django app's own."""
+
     #: The broker to read: `None` for the one django_dramatiq built from `DRAMATIQ_BROKER` (the global broker;
     #: the view never creates one), or a dotted path to a broker object.
     BROKER: Any = None
-    #: Seconds a broker read may take; past it the answer is `unhealthy`.
-    TIMEOUT: float = 2.0
-    #: Active workers needed for `healthy`; fewer is `degraded`.
-    MIN_WORKERS: int = 1
-    #: Seconds without a registry beat before a worker is `stale`.
-    WORKER_TIMEOUT: float = 60.0
-    #: Seconds every thread of a live worker may hold a message with none finished before the worker is
-    #: `stalled` and the answer `degraded` (Redis and StubBroker: RabbitMQ has no worker registry).
-    STALL_TIMEOUT: float = 600.0
-    #: Who sees `queues` and `workers`: `"public"`, `"staff"` (a staff user, or the token) or `"token"` (the
-    #: token only). The summary is always public.
-    DETAILS: str = "staff"
-    #: Secret (at least 16 characters) for the `X-Dramatiq-Health-Token` header, compared in constant time;
-    #: required with `DETAILS="token"`.
-    TOKEN: str | None = field(default=None, repr=False)
-    #: HTTP status of an `unhealthy` answer: 500 or 503.
-    UNHEALTHY_STATUS: int = 500
     #: `True`: the app calls `DramatiqInstrumentor().instrument(**INSTRUMENT_OPTIONS)` in `ready()`.
     INSTRUMENT: bool = False
     #: Keyword arguments for `instrument()` (e.g. `{"failure_hooks": [...]}`).
@@ -93,10 +88,6 @@ class HealthSettings:
     #: `hook(actor_name, args, kwargs)` returning the `(args, kwargs)` the dead-letter pages show (only
     #: with `capture_args` on), to hide what staff should not read; a callable or a dotted path.
     REDACT_ARGS: Any = None
-    #: RabbitMQ only: the management HTTP API (`http://user:password@rabbitmq:15672/`) to count the
-    #: messages workers hold (ready + unacknowledged). `None`: the `DRAMATIQ_RABBITMQ_MANAGEMENT_URL`
-    #: variable, else ready counts only. Never shown nor logged.
-    RABBITMQ_MANAGEMENT_URL: str | None = field(default=None, repr=False)
 
     def trace_url(self, trace_id: str | None) -> str | None:
         """``TRACE_URL`` for this trace id; ``None`` without ``TRACE_URL`` or a valid 32-hex id."""
@@ -120,28 +111,12 @@ def problems(raw: Any) -> list[str]:
     unknown = sorted(set(raw) - KEYS)
     if unknown:
         found.append(f"{SETTING} has unknown keys {unknown}; known keys: {sorted(KEYS)}")
-    for key, kind in (("ENABLED", bool), ("INSTRUMENT", bool)):
-        if key in raw and not isinstance(raw[key], kind):
-            found.append(f"{SETTING}['{key}'] must be True or False, got {raw[key]!r}")
-    for key in ("TIMEOUT", "WORKER_TIMEOUT", "STALL_TIMEOUT", "ALERT_WINDOW"):
-        value = raw.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            found.append(f"{SETTING}['{key}'] must be a positive number of seconds, got {value!r}")
-    if "TIMEOUT" in raw and not found and raw["TIMEOUT"] >= 3600:
-        found.append(f"{SETTING}['TIMEOUT'] must be under 3600 seconds, got {raw['TIMEOUT']!r}")
-    min_workers = raw.get("MIN_WORKERS", 1)
-    if isinstance(min_workers, bool) or not isinstance(min_workers, int) or min_workers < 0:
-        found.append(f"{SETTING}['MIN_WORKERS'] must be an integer >= 0, got {min_workers!r}")
-    details = raw.get("DETAILS", "staff")
-    if details not in DETAILS_MODES:
-        found.append(f"{SETTING}['DETAILS'] must be one of {list(DETAILS_MODES)}, got {details!r}")
-    token = raw.get("TOKEN")
-    if token is not None and (not isinstance(token, str) or len(token) < 16):
-        found.append(f"{SETTING}['TOKEN'] must be a string of at least 16 characters")
-    if details == "token" and not token:
-        found.append(f"{SETTING}['DETAILS'] is 'token' but {SETTING}['TOKEN'] is not set")
-    if raw.get("UNHEALTHY_STATUS", 500) not in (500, 503):
-        found.append(f"{SETTING}['UNHEALTHY_STATUS'] must be 500 or 503, got {raw.get('UNHEALTHY_STATUS')!r}")
+    found += shared_problems(raw, lambda key: f"{SETTING}['{key}']")
+    if "INSTRUMENT" in raw and not isinstance(raw["INSTRUMENT"], bool):
+        found.append(f"{SETTING}['INSTRUMENT'] must be True or False, got {raw['INSTRUMENT']!r}")
+    value = raw.get("ALERT_WINDOW", 1)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        found.append(f"{SETTING}['ALERT_WINDOW'] must be a positive number of seconds, got {value!r}")
     if not isinstance(raw.get("INSTRUMENT_OPTIONS", {}), dict):
         found.append(f"{SETTING}['INSTRUMENT_OPTIONS'] must be a dict of instrument() keyword arguments")
     refresh = raw.get("MONITORING_REFRESH", 30)
@@ -168,11 +143,6 @@ def problems(raw: Any) -> list[str]:
         and not (isinstance(redact_args, str) and "." in redact_args)
     ):
         found.append(f"{SETTING}['REDACT_ARGS'] must be a callable or a dotted path, got {redact_args!r}")
-    management = raw.get("RABBITMQ_MANAGEMENT_URL")
-    if management is not None and (
-        not isinstance(management, str) or not management.startswith(("http://", "https://"))
-    ):  # the value itself is never repeated: it may hold a password
-        found.append(f"{SETTING}['RABBITMQ_MANAGEMENT_URL'] must be an http(s) URL of the management API")
     broker = raw.get("BROKER")
     if broker is not None and isinstance(broker, str) and "." not in broker:
         found.append(f"{SETTING}['BROKER'] must be a dotted path 'module.attribute', got {broker!r}")

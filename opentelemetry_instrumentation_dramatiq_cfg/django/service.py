@@ -6,8 +6,8 @@ The guide's view runs with only its import line changed::
 
 One service reads the broker once (one round trip on Redis) and answers every call from that
 snapshot, so a view that calls ``check_redis_connection()``, ``get_worker_stats()`` and
-``get_queue_stats()`` costs one read. :meth:`TaskService.health` builds the JSON body of the health
-view and of the ``dramatiq_health`` command.
+``get_queue_stats()`` costs one read. :meth:`TaskService.health` answers the health view and the
+``dramatiq_health`` command through :mod:`..health.answer`, as the Django-free probe does.
 """
 
 from __future__ import annotations
@@ -18,17 +18,12 @@ from typing import Any
 
 import dramatiq.broker
 
-from ..queue_state import (
-    BrokerSnapshot,
-    BrokerUnavailable,
-    QueueStateReader,
-    WorkerStats,
-    reader_for_broker,
-    redact,
-)
+from ..health import answer
+from ..health.answer import DEGRADED, DISABLED, HEALTHY, UNHEALTHY
+from ..queue_state import BrokerSnapshot, BrokerUnavailable, QueueStateReader, reader_for_broker
 from .conf import HealthSettings, health_settings
 
-HEALTHY, DEGRADED, UNHEALTHY, DISABLED = "healthy", "degraded", "unhealthy", "disabled"
+__all__ = ["DEGRADED", "DISABLED", "HEALTHY", "UNHEALTHY", "TaskService", "get_task_service"]
 
 _readers: weakref.WeakKeyDictionary[Any, dict[tuple[float, float, float, str | None], QueueStateReader]] = (
     weakref.WeakKeyDictionary()
@@ -65,11 +60,13 @@ class TaskService:
         """The broker state, read once per service; ``None`` (and :attr:`error`) when unreadable."""
         if self._snapshot is None and self._error is None:
             try:
-                self._snapshot = self._reader().read()
+                reader = self._reader()
             except BrokerUnavailable as exc:
                 self._error = str(exc)
-            except Exception as exc:  # a bug or a misconfiguration: report it, never a traceback
-                self._error = redact(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a misconfiguration: report it, never a traceback
+                self._error = answer.describe(exc)
+            else:
+                self._snapshot, self._error = answer.read(reader)
         return self._snapshot
 
     def _reader(self) -> QueueStateReader:
@@ -105,18 +102,11 @@ class TaskService:
     def get_worker_stats(self) -> list[dict[str, Any]]:
         """Workers, each a dict with ``status`` ``active``, ``stale`` or ``stalled`` (raises if
         unreadable)."""
-        snapshot = self._require()
-        if snapshot.registry:
-            return [worker.asdict() for worker in snapshot.workers]
-        # RabbitMQ without a registry: one entry per consumer of the busiest queue
-        return [
-            {"worker_id": f"consumer-{i}", "status": "active", "queues": []}
-            for i in range(snapshot.active_workers)
-        ]
+        return answer.worker_stats(self._require())
 
     def get_queue_stats(self) -> list[dict[str, Any]]:
         """Queues, each a dict with ``name``, ``pending``, ``delayed``, ``dead_lettered``, ... ."""
-        return [queue.asdict() for queue in self._require().queues]
+        return answer.queue_stats(self._require())
 
     def _require(self) -> BrokerSnapshot:
         snapshot = self.snapshot()
@@ -127,63 +117,10 @@ class TaskService:
     # -- the health answer -----------------------------------------------------------------------
 
     def health(self, *, details: bool) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, JSON body) of the health view."""
+        """(HTTP status, JSON body) of the health view (built by :func:`..health.answer.answer`)."""
         if not self.is_enabled():
-            return 200, {"status": DISABLED, "message": "Task system is disabled"}
-        snapshot = self.snapshot()
-        if snapshot is None:
-            body: dict[str, Any] = {
-                "status": UNHEALTHY,
-                "error": self._error,
-                "redis_connection": False,
-                "broker_connection": False,
-            }
-            return self.config.UNHEALTHY_STATUS, body
-        workers = self.get_worker_stats()
-        active = snapshot.active_workers
-        stalled = snapshot.stalled_workers
-        body = {
-            "status": HEALTHY if active >= self.config.MIN_WORKERS and not stalled else DEGRADED,
-            "broker": snapshot.broker,
-            "redis_connection": True,
-            "broker_connection": True,
-            "active_workers": active,
-            "total_workers": len(workers),
-            "min_workers": self.config.MIN_WORKERS,
-            "total_pending_tasks": snapshot.total_pending,
-            # what the counts include: "ready+unacked", or "ready" (RabbitMQ without its management API)
-            "counts": snapshot.counts,
-        }
-        if snapshot.registry:
-            body.update(stall_summary(stalled, self.config.STALL_TIMEOUT))
-        if "management_api_error" in snapshot.meta:
-            body["management_api_error"] = snapshot.meta["management_api_error"]
-        if details:
-            body["queues"] = self.get_queue_stats()
-            body["workers"] = workers
-            if snapshot.registry:
-                mark_stalled_queues(body["queues"], stalled)
-        return 200, body
-
-
-def stall_summary(stalled: tuple[WorkerStats, ...], timeout: float) -> dict[str, Any]:
-    """``stalled_workers`` and, when there are some, ``reason`` (no queue name: that is a detail)."""
-    summary: dict[str, Any] = {"stalled_workers": len(stalled)}
-    if stalled:
-        longest = max(worker.busy_for for worker in stalled)
-        summary["reason"] = (
-            f"{len(stalled)} worker(s) stalled: every thread has held a message with none finished "
-            f"for up to {longest:.0f} s (stall timeout {timeout:g} s)"
-        )
-    return summary
-
-
-def mark_stalled_queues(queues: list[dict[str, Any]], stalled: tuple[WorkerStats, ...]) -> None:
-    """Give each queue ``stalled_workers`` and ``stalled_for`` (seconds, ``None`` when none)."""
-    for queue in queues:
-        consuming = [worker.busy_for for worker in stalled if queue["name"] in worker.queues]
-        queue["stalled_workers"] = len(consuming)
-        queue["stalled_for"] = max(consuming, default=None)
+            return answer.answer(self.config, None, None, details=details)
+        return answer.answer(self.config, self.snapshot(), self._error, details=details)
 
 
 def get_task_service() -> TaskService:

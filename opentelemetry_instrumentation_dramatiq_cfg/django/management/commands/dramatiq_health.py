@@ -11,9 +11,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from ...service import DEGRADED, UNHEALTHY, TaskService
-
-EXIT_CODES = {DEGRADED: 1, UNHEALTHY: 2}
+from ....health.answer import exit_code
+from ...service import TaskService
 
 
 class Command(BaseCommand):
@@ -22,6 +21,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         _, body = TaskService().health(details=True)
         self.stdout.write(json.dumps(body, indent=2, sort_keys=True))
-        code = EXIT_CODES.get(body["status"], 0)
+        code = exit_code(body)
         if code:
             sys.exit(code)
