@@ -109,55 +109,6 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
                     break
         return found
 
-    def _gather(
-        self, channel: Any, queue_name: str, wanted: list[str] | None
-    ) -> tuple[list[tuple[Any, Any, bytes]], bool]:
-        """The messages an action acts on, delivered to ``channel`` and not acknowledged: every one in
-        the queue (``wanted`` None), or until every ``wanted`` key is found, including those other
-        connections held when it started (see the module's docstring); and whether some were still
-        held elsewhere when it stopped waiting."""
-        queue = xq_name(queue_name)
-        try:
-            declared = channel.queue_declare(queue, passive=True).method
-        except pika.exceptions.ChannelClosedByBroker:  # 404: no message ever died there
-            return [], False
-        found: list[tuple[Any, Any, bytes]] = []
-        still = set(wanted) if wanted is not None else None
-        start = last = time.monotonic()
-        alone_since: float | None = None
-        channel.basic_qos(prefetch_count=0)
-        # A higher priority than the pages' consumers: what a page gives back comes here, not to
-        # another page (RabbitMQ's consumer priorities; this consumer has no prefetch limit).
-        deliveries = channel.consume(queue, inactivity_timeout=SETTLE, arguments={"x-priority": 1})
-        for delivery in deliveries:
-            if delivery[0] is not None:
-                found.append(delivery)
-                last, alone_since = time.monotonic(), None
-                if still is not None:
-                    still.discard(self._letter(queue_name, delivery[1], delivery[2]).key)
-                    if not still:
-                        return found, False
-                if len(found) < declared.message_count or channel.get_waiting_message_count():
-                    continue  # more on the way: look again once this burst is in
-            now = channel.queue_declare(queue, passive=True).method
-            checked = time.monotonic()
-            # Nothing ready and no other consumer, twice SETTLE apart with nothing coming in between:
-            # no one else holds any (a reader's client cancels its consumer a moment before closing
-            # its channel gives its messages back, so one look could fall in between).
-            if now.message_count or now.consumer_count > 1:
-                alone_since = None
-            elif alone_since is None:
-                alone_since = checked
-            elif checked - alone_since >= SETTLE:
-                for _ in range(channel.get_waiting_message_count()):  # delivered before the declare-ok
-                    delivery = next(deliveries)
-                    if delivery[0] is not None:
-                        found.append(delivery)
-                return found, False
-            if checked - last >= HELD_QUIET or checked - start >= HELD_WAIT:
-                return found, now.consumer_count > 1
-        return found, False  # not reached: the generator ends only with the channel
-
     def page(self, queue_name: str, offset: int = 0, limit: int = 50) -> DeadLetterPage:
         offset, limit = self.window(offset, limit)
         with self._channel("read the dead letters") as channel:
@@ -209,7 +160,7 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
             if requeue:
                 self._require(channel, queue_name)
             channel.tx_select()
-            deliveries, held_elsewhere = self._gather(channel, queue_name, wanted)
+            deliveries, held_elsewhere = _gather(channel, queue_name, wanted)
             for method, properties, body in deliveries:
                 letter = self._letter(queue_name, properties, body)
                 if wanted is not None and letter.key not in wanted:
@@ -231,6 +182,56 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
                 done.append(letter.key)
             channel.tx_commit()
         return dataclasses.replace(in_order(done, undecodable, wanted), held_elsewhere=held_elsewhere)
+
+
+def _gather(
+    channel: Any, queue_name: str, wanted: list[str] | None
+) -> tuple[list[tuple[Any, Any, bytes]], bool]:
+    """The messages an action acts on, delivered to ``channel`` and not acknowledged: every one in
+    the queue (``wanted`` None), or until every ``wanted`` key is found, including those other
+    connections held when it started (see the module's docstring); and whether some were still
+    held elsewhere when it stopped waiting."""
+    queue = xq_name(queue_name)
+    try:
+        declared = channel.queue_declare(queue, passive=True).method
+    except pika.exceptions.ChannelClosedByBroker:  # 404: no message ever died there
+        return [], False
+    found: list[tuple[Any, Any, bytes]] = []
+    still = set(wanted) if wanted is not None else None
+    start = last = time.monotonic()
+    alone_since: float | None = None
+    channel.basic_qos(prefetch_count=0)
+    # A higher priority than the pages' consumers: what a page gives back comes here, not to
+    # another page (RabbitMQ's consumer priorities; this consumer has no prefetch limit).
+    deliveries = channel.consume(queue, inactivity_timeout=SETTLE, arguments={"x-priority": 1})
+    for delivery in deliveries:
+        if delivery[0] is not None:
+            found.append(delivery)
+            last, alone_since = time.monotonic(), None
+            if still is not None:
+                still.discard(RabbitmqDeadLetters._letter(queue_name, delivery[1], delivery[2]).key)
+                if not still:
+                    return found, False
+            if len(found) < declared.message_count or channel.get_waiting_message_count():
+                continue  # more on the way: look again once this burst is in
+        now = channel.queue_declare(queue, passive=True).method
+        checked = time.monotonic()
+        # Nothing ready and no other consumer, twice SETTLE apart with nothing coming in between:
+        # no one else holds any (a reader's client cancels its consumer a moment before closing
+        # its channel gives its messages back, so one look could fall in between).
+        if now.message_count or now.consumer_count > 1:
+            alone_since = None
+        elif alone_since is None:
+            alone_since = checked
+        elif checked - alone_since >= SETTLE:
+            for _ in range(channel.get_waiting_message_count()):  # delivered before the declare-ok
+                delivery = next(deliveries)
+                if delivery[0] is not None:
+                    found.append(delivery)
+            return found, False
+        if checked - last >= HELD_QUIET or checked - start >= HELD_WAIT:
+            return found, now.consumer_count > 1
+    return found, False  # not reached: the generator ends only with the channel
 
 
 DEAD_LETTERS = RabbitmqDeadLetters
