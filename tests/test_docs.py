@@ -207,20 +207,19 @@ print("\\n".join(sorted(files)))
 """
 
 
-def _requires(name: str) -> list[str]:
-    """The requirements of an installed distribution; of this project, read off pyproject.toml (the
-    installed metadata of an editable install is as old as the install)."""
+def _requires(name: str) -> list[tuple[str, str | None]]:
+    """The requirements of an installed distribution, each with the extra that brings it (``None``:
+    in its marker, or none); this project's read off pyproject.toml (the installed metadata of an
+    editable install is as old as the install)."""
     from importlib import metadata
 
     if name != "opentelemetry-instrumentation-dramatiq-cfg" or sys.version_info < (3, 11):
-        return metadata.requires(name) or []
+        return [(line, None) for line in metadata.requires(name) or []]
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"]) + [
-        f"{requirement}; extra == '{extra}'"
-        for extra, requirements in project["optional-dependencies"].items()
-        for requirement in requirements
+    return [(line, None) for line in project["dependencies"]] + [
+        (line, extra) for extra, lines in project["optional-dependencies"].items() for line in lines
     ]
 
 
@@ -245,9 +244,11 @@ def _closure(name: str, extras: frozenset[str]) -> set[str]:
             requires = _requires(current)
         except metadata.PackageNotFoundError:  # not installed here (mkdocs in the wheel's venv)
             continue
-        for line in requires:
+        for line, extra in requires:
             requirement = Requirement(line)
-            environments = [{"extra": extra} for extra in wanted or {""}]
+            if extra is not None and extra not in wanted:
+                continue
+            environments = [{"extra": option} for option in wanted or {""}]
             if requirement.marker is None or any(requirement.marker.evaluate(e) for e in environments):
                 pending.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
     return found
@@ -266,12 +267,12 @@ def test_the_docs_extra_installs_everything_the_docs_hook_imports():
     )
     assert result.returncode == 0, result.stderr
     owner = {
-        str(Path(distribution.locate_file(file)).resolve()): canonicalize_name(distribution.metadata["Name"])
+        os.path.normpath(distribution.locate_file(file)): canonicalize_name(distribution.metadata["Name"])
         for distribution in metadata.distributions()
         for file in distribution.files or []
         if file.suffix == ".py"
     }
-    files = [str(Path(file).resolve()) for file in result.stdout.split()]
+    files = [os.path.normpath(file) for file in result.stdout.split()]
     needed = {owner[file] for file in files if file in owner}
     assert {"dramatiq", "opentelemetry-api"} <= needed  # the probe sees what it must
     assert needed - _closure("opentelemetry-instrumentation-dramatiq-cfg", frozenset({"docs"})) == set()
