@@ -7,15 +7,17 @@ context injected and extracted, the process span current while the actor runs an
 creation context (the messaging conventions' "Consumer spans"). No metrics, no error
 handling, no outcome, no guard; with ``attributes=True`` the spans carry the attributes this package
 sets on a successful message (same keys, same kinds of values; ``server.address``/``server.port``
-for a Redis broker); with ``instruments`` (this package's instruments of a meter provider) it also
-records what this package's default metrics record for a successful message: the send duration and
-count, messages in flight, the queue wait, the consumed count, ``dramatiq_tasks_total`` and both
-processing-duration histograms, attribute dicts written per message as a hand-written
-instrumentation would.
+for a Redis broker; ``messaging.client.id`` on process spans once a worker booted); with
+``instruments`` (this package's instruments of a meter provider) it also records what this package's
+default metrics record for a successful message: the send duration and count, messages in flight,
+the queue wait, the consumed count, ``dramatiq_tasks_total`` and both processing-duration
+histograms, attribute dicts written per message as a hand-written instrumentation would.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -39,6 +41,8 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         self.instruments: Any = instruments  # all of them, the default set's
         self.servers: dict[int, dict[str, Any]] = {}
         self.local = threading.local()  # worker threads process messages concurrently
+        #: ``messaging.client.id`` of process spans: the worker's, once one booted (one per process here)
+        self.client_id: str | None = None
 
     def _server(self, broker: Any) -> dict[str, Any]:
         server = self.servers.get(id(broker))
@@ -61,7 +65,12 @@ class MinimalMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         }
         if operation == semconv.OPERATION_PROCESS:
             attributes[semconv.DRAMATIQ_RETRY_COUNT] = 0
+            if self.client_id is not None:
+                attributes[semconv.MESSAGING_CLIENT_ID] = self.client_id
         return attributes
+
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        self.client_id = f"{socket.gethostname()}:{os.getpid()}:{id(worker):x}"
 
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         span = self.tracer.start_span(

@@ -161,6 +161,9 @@ def _start_process_span(
         requeues = _int(options.get(REQUEUES_OPTION))
         if requeues:
             attributes[semconv.DRAMATIQ_REQUEUES] = requeues
+        client_id = self._registry.worker_id()  # the worker's id in the registry
+        if client_id is not None:
+            attributes[semconv.MESSAGING_CLIENT_ID] = client_id
         if self.options.capture_args:
             self._capture_args(attributes, message)
         span.set_attributes(attributes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
+    MESSAGING_CLIENT_ID,
     MESSAGING_DESTINATION_NAME,
     MESSAGING_MESSAGE_ID,
     MESSAGING_OPERATION_NAME,
@@ -37,6 +38,7 @@ __all__ = [
     "EXCEPTION_STACKTRACE",
     "EXCEPTION_TYPE",
     "MESSAGING_CLIENT_CONSUMED_MESSAGES",
+    "MESSAGING_CLIENT_ID",
     "MESSAGING_CLIENT_OPERATION_DURATION",
     "MESSAGING_CLIENT_SENT_MESSAGES",
     "MESSAGING_DESTINATION_NAME",

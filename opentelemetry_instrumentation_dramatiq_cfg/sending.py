@@ -147,6 +147,9 @@ def _start_send_span(
         if reenqueue:
             attributes[semconv.DRAMATIQ_REENQUEUE] = True
             attributes[semconv.DRAMATIQ_RETRY_COUNT] = _int(options.get("retries"))
+        client_id = self._registry.worker_id()  # sent from a worker thread: that worker
+        if client_id is not None:
+            attributes[semconv.MESSAGING_CLIENT_ID] = client_id
         if self.options.capture_args:
             self._capture_args(attributes, message)
         span.set_attributes(attributes)

@@ -286,3 +286,47 @@ def test_upstream_redis_and_rabbitmq_keep_the_dead_message_as_last_enqueued(brok
         assert message.options["retries"] == 1
         assert message.options["traceback"].strip().endswith("ValueError: attempt failed for 1")
     cleanup_broker(broker, namespace)
+
+
+def test_requeue_all_while_others_read_the_pages_moves_every_dead_message(broker, queue_name, start_worker):
+    """Two admins page through 300 dead letters while a third requeues them all. On RabbitMQ a page
+    read holds the messages it reads: the requeue still moves every one (it used to count only the
+    ready ones, stop there and say nothing of the rest: ``done 0, missing 0``, all still dead)."""
+    count = 300
+    dead = dead_letters_for_broker(broker, timeout=30)
+    doomed = Doomed(queue_name)
+    worker = start_worker(threads=4)
+    doomed.kill(dead, count)
+    keys = [letter.key for letter in all_letters(dead, queue_name)]
+    doomed.fix()
+
+    stop = threading.Event()
+    reads: Counter[int] = Counter()
+    errors: list[BaseException] = []
+
+    def read_pages(reader: int) -> None:
+        other = dead_letters_for_broker(broker, timeout=30)  # each admin: its own connection
+        try:
+            while not stop.is_set():
+                other.page(queue_name, 0, 50)
+                reads[reader] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read_pages, args=(reader,)) for reader in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        wait_for(lambda: min(reads[0], reads[1]) >= 3 or errors)  # both paging, over and over
+        result = dead.requeue(queue_name, None)
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join(60)
+    assert errors == []
+    assert sorted(result.done) == sorted(keys)
+    assert (result.missing, result.undecodable, result.held_elsewhere) == ((), (), False)
+    wait_for(lambda: len(doomed.processed) >= count)
+    wait_processed(broker, queue_name, worker)
+    assert sorted(doomed.processed) == list(range(count))  # each once
+    assert dead.page(queue_name).total == 0

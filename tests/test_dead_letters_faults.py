@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import dramatiq
 import pytest
 
 from opentelemetry_instrumentation_dramatiq_cfg.queue_state.dead_letters import (
@@ -97,3 +98,38 @@ def test_no_requeue_into_a_rabbitmq_queue_that_does_not_exist(broker, queue_name
     assert dead.page(queue_name).total == 2
     dead_letter_route = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(queue_name)}
     broker.channel.queue_declare(queue_name, durable=True, arguments=dead_letter_route)  # for the clean-up
+
+
+@pytest.mark.parametrize("broker_kind", ["rabbitmq"])
+@pytest.mark.parametrize("scope", ["all", "selected"])
+def test_messages_another_connection_keeps_holding_are_reported(broker, queue_name, start_worker, scope):
+    """A reader of ``Q.XQ`` that does not give its messages back (not one of our pages): an action
+    waits for them a while, then acts on the others and says that some were held elsewhere."""
+    import pika
+
+    from .conftest import RABBITMQ
+
+    dead = dead_letters_for_broker(broker)
+    doomed = Doomed(queue_name)
+    worker = start_worker(threads=2)
+    doomed.kill(dead, 6)
+    worker.stop()
+    keys = [letter.key for letter in all_letters(dead, queue_name)]
+
+    holder = pika.BlockingConnection(pika.ConnectionParameters(*RABBITMQ))
+    try:
+        channel = holder.channel()
+        channel.basic_qos(prefetch_count=2)
+        held: list[str] = []
+        for method, _, body in channel.consume(f"{queue_name}.XQ", inactivity_timeout=30):
+            assert method is not None
+            held.append(dramatiq.Message.decode(body).message_id)
+            if len(held) == 2:
+                break
+        result = dead.delete(queue_name, None if scope == "all" else keys)
+        assert result.held_elsewhere is True
+        assert sorted(result.done) == sorted(set(keys) - set(held))
+        assert sorted(result.missing) == ([] if scope == "all" else sorted(held))
+    finally:
+        holder.close()  # gives them back
+    assert sorted(letter.key for letter in all_letters(dead, queue_name)) == sorted(held)

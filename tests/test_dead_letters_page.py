@@ -284,6 +284,38 @@ def test_requeue_asks_for_confirmation_then_requeues_and_logs_who_what_how_many(
     assert set(entry.change_message.split(": ", 1)[1].split(", ")) == set(chosen)
 
 
+@pytest.mark.parametrize("broker_kind", ["rabbitmq"])
+def test_messages_held_by_another_connection_are_reported_on_the_page(
+    operator, broker, queue_name, health, start_worker
+):
+    import pika
+
+    from .conftest import RABBITMQ
+
+    dead = dead_letters_for_broker(broker)
+    doomed = Doomed(queue_name)
+    worker = start_worker(threads=1)
+    doomed.kill(dead, 3)
+    worker.stop()
+    holder = pika.BlockingConnection(pika.ConnectionParameters(*RABBITMQ))
+    try:
+        channel = holder.channel()
+        channel.basic_qos(prefetch_count=1)
+        method, _, _ = next(channel.consume(f"{queue_name}.XQ", inactivity_timeout=30))
+        assert method is not None  # one held by a reader that is not one of our pages
+        done = operator.post(
+            url(queue_name), {"action": "delete", "scope": "all", "post": "yes"}, follow=True
+        )
+    finally:
+        holder.close()
+    assert messages_of(done) == [
+        "2 dead-lettered message(s) deleted.",
+        "Some dead-lettered messages were held by another connection (another admin or program "
+        "reading them) and were left as they were: reload the page and try again.",
+    ]
+    assert dead_count(broker, queue_name) == 1
+
+
 @pytest.mark.parametrize("broker_kind", ["stub"])
 def test_delete_one_and_delete_all(operator, broker, queue_name, health):
     buried = bury(broker, queue_name, 3)

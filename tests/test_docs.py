@@ -190,3 +190,89 @@ def test_generated_tables_equal_what_the_code_generates():
         sys.path.remove(str(ROOT / "docs" / "hooks"))
     for path in reference.PAGES:
         reference.check(path, path.read_text())
+
+
+# The files of the modules the docs hook imports (run alone, so that nothing the suite imported counts).
+_HOOK_IMPORTS = """
+import sys
+before = set(sys.modules)  # the interpreter's start-up (a venv's setuptools' .pth file, ...)
+sys.path.insert(0, "docs/hooks")
+import reference
+for generators in reference.PAGES.values():
+    for generate in generators.values():
+        generate()
+new = [module for name, module in list(sys.modules.items()) if name not in before]
+files = {str(module.__file__) for module in new if getattr(module, "__file__", None)}
+print("\\n".join(sorted(files)))
+"""
+
+
+def _requires(name: str) -> list[tuple[str, str | None]]:
+    """The requirements of an installed distribution, each with the extra that brings it (``None``:
+    in its marker, or none); this project's read off pyproject.toml (the installed metadata of an
+    editable install is as old as the install)."""
+    from importlib import metadata
+
+    if name != "opentelemetry-instrumentation-dramatiq-cfg" or sys.version_info < (3, 11):
+        return [(line, None) for line in metadata.requires(name) or []]
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [(line, None) for line in project["dependencies"]] + [
+        (line, extra) for extra, lines in project["optional-dependencies"].items() for line in lines
+    ]
+
+
+def _closure(name: str, extras: frozenset[str]) -> set[str]:
+    """The distributions ``pip install name[extras]`` installs, by normalized name (the dependencies'
+    read off this venv's installed metadata)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[tuple[str, frozenset[str]]] = set()
+    found: set[str] = set()
+    pending = [(canonicalize_name(name), extras)]
+    while pending:
+        current, wanted = pending.pop()
+        if (current, wanted) in seen:
+            continue
+        seen.add((current, wanted))
+        found.add(current)
+        try:
+            requires = _requires(current)
+        except metadata.PackageNotFoundError:  # not installed here (mkdocs in the wheel's venv)
+            continue
+        for line, extra in requires:
+            requirement = Requirement(line)
+            if extra is not None and extra not in wanted:
+                continue
+            environments = [{"extra": option} for option in wanted or {""}]
+            if requirement.marker is None or any(requirement.marker.evaluate(e) for e in environments):
+                pending.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
+    return found
+
+
+def test_the_docs_extra_installs_everything_the_docs_hook_imports():
+    """``pip install -e '.[docs]' && mkdocs serve`` (the README) in a fresh venv: the hook that
+    generates the configuration reference imports the package, hence Dramatiq, so the docs extra
+    must bring it (.ci/run builds the site from such a venv too)."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    result = subprocess.run(
+        [sys.executable, "-c", _HOOK_IMPORTS], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    owner = {
+        os.path.normpath(distribution.locate_file(file)): canonicalize_name(distribution.metadata["Name"])
+        for distribution in metadata.distributions()
+        for file in distribution.files or []
+        if file.suffix == ".py"
+    }
+    files = [os.path.normpath(file) for file in result.stdout.split()]
+    needed = {owner[file] for file in files if file in owner}
+    assert {"dramatiq", "opentelemetry-api"} <= needed  # the probe sees what it must
+    assert needed - _closure("opentelemetry-instrumentation-dramatiq-cfg", frozenset({"docs"})) == set()

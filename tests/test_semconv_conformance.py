@@ -23,6 +23,7 @@ import pytest
 from dramatiq.middleware import AgeLimit, TimeLimit
 from opentelemetry.sdk.metrics.export import Histogram, Sum
 from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
+    MESSAGING_CLIENT_ID,
     MESSAGING_CONSUMER_GROUP_NAME,
     MESSAGING_DESTINATION_NAME,
     MESSAGING_DESTINATION_PARTITION_ID,
@@ -41,6 +42,8 @@ from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import SpanKind, StatusCode
 
 from opentelemetry_instrumentation_dramatiq_cfg import semconv
+from opentelemetry_instrumentation_dramatiq_cfg.middleware import OpenTelemetryMiddleware
+from opentelemetry_instrumentation_dramatiq_cfg.queue_state.registry import memory_registry, redis_key
 
 from .conftest import server_attributes, wait_processed
 
@@ -218,8 +221,21 @@ def test_the_schema_url_is_the_conventions_version_whose_names_are_emitted():
     assert (semconv.OPERATION_TYPE_SEND, semconv.OPERATION_TYPE_PROCESS) == (SEND, PROCESS)
 
 
-def test_every_span_follows_the_messaging_span_conventions(workload, broker_kind, queue_name):
+def running_worker_id(broker: dramatiq.Broker) -> str:
+    """The registry's id of the one worker running on ``broker`` (the health view's, on Redis and the
+    StubBroker: the key of its registry record)."""
+    (otel,) = [m for m in broker.middleware if isinstance(m, OpenTelemetryMiddleware)]
+    (worker_id,) = [registry.worker_id for registry in otel._registry._registries.values()]
+    if hasattr(broker, "namespace"):  # Redis
+        assert broker.client.hkeys(redis_key(broker.namespace)) == [worker_id.encode()]
+    elif broker in memory_registry:  # StubBroker
+        assert list(memory_registry[broker]) == [worker_id]
+    return worker_id
+
+
+def test_every_span_follows_the_messaging_span_conventions(workload, broker, broker_kind, queue_name):
     spans, _ = workload
+    worker_id = running_worker_id(broker)
     server = server_attributes(broker_kind)
     sends = [s for s in spans if s.attributes.get(MESSAGING_OPERATION_TYPE) == SEND]
     processes = [s for s in spans if s.attributes.get(MESSAGING_OPERATION_TYPE) == PROCESS]
@@ -238,6 +254,9 @@ def test_every_span_follows_the_messaging_span_conventions(workload, broker_kind
         if operation == SEND and span.kind is SpanKind.PRODUCER:
             assert span.links == () and span.parent is None
             creation[span.attributes[MESSAGING_MESSAGE_ID]] = span
+            assert MESSAGING_CLIENT_ID not in span.attributes  # sent by the test, not by a worker
+        else:  # processed by the worker, or sent again by it (Retries): recommended, the worker's id
+            assert span.attributes[MESSAGING_CLIENT_ID] == worker_id
     assert len(creation) == 7  # one creation context per message
 
     for send in sends:  # a send whose context is not the creation context: CLIENT, linked to it

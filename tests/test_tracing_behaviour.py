@@ -70,6 +70,47 @@ def test_send_and_process_spans_carry_the_messaging_attributes(
     assert "traceparent" in message.options and "otel" not in str(sorted(message.options))
 
 
+def test_messaging_client_id_is_the_registry_id_of_the_worker_whose_thread_did_it(
+    broker, start_worker, queue_name, span_exporter
+):
+    """Recommended on send and process spans: the worker's id in the worker registry, on its threads'
+    process spans and on what they send; a send from elsewhere (this test's thread) carries none.
+    Two workers in this process, each on its own queue: each span names the right one."""
+    from opentelemetry_instrumentation_dramatiq_cfg.middleware import OpenTelemetryMiddleware
+
+    second_queue = f"{queue_name}-b"
+
+    @dramatiq.actor(queue_name=second_queue)
+    def second(number):
+        pass
+
+    @dramatiq.actor(queue_name=queue_name)
+    def first(number):
+        second.send(number)
+
+    workers = [start_worker(threads=2, queues={queue_name}), start_worker(threads=2, queues={second_queue})]
+    for number in range(3):
+        first.send(number)
+        second.send(number + 10)
+    wait_processed(broker, queue_name, workers[0])
+    wait_processed(broker, second_queue, workers[1])
+    (otel,) = [m for m in broker.middleware if isinstance(m, OpenTelemetryMiddleware)]
+    first_id, second_id = (otel._registry._registries[id(worker)].worker_id for worker in workers)
+    assert first_id != second_id
+
+    def spans(operation: str, queue: str) -> list[dict]:
+        return [dict(span.attributes) for span in spans_named(span_exporter, f"{operation} {queue}")]
+
+    assert [a.get("messaging.client.id") for a in spans("process", queue_name)] == [first_id] * 3
+    assert [a.get("messaging.client.id") for a in spans("process", second_queue)] == [second_id] * 6
+    assert [a.get("messaging.client.id") for a in spans("send", queue_name)] == [None] * 3  # from here
+    sent_to_second = sorted(
+        (a["messaging.dramatiq.actor.name"], a.get("messaging.client.id", ""))
+        for a in spans("send", second_queue)
+    )
+    assert sent_to_second == [("second", "")] * 3 + [("second", first_id)] * 3  # here, and by `first`
+
+
 def test_spans_created_in_the_actor_are_children_of_the_process_span(
     broker, start_worker, queue_name, span_exporter, tracer_provider
 ):

@@ -119,7 +119,13 @@ class DeadLetterAdmin(MonitoringAdmin):
                 f"{len(result.undecodable)} message(s) cannot be decoded and were not requeued; "
                 "they can be deleted.",
             )
-        if not result.done and not result.missing and not result.undecodable:
+        if result.held_elsewhere:
+            messages.warning(
+                request,
+                "Some dead-lettered messages were held by another connection (another admin or "
+                "program reading them) and were left as they were: reload the page and try again.",
+            )
+        if not (result.done or result.missing or result.undecodable or result.held_elsewhere):
             messages.info(request, "There was no dead-lettered message: nothing was changed.")
         return back
 

@@ -13,7 +13,8 @@ worker cannot be told). Cost: one ``HSET`` per worker process every ``interval``
 default), plus an ``HDEL`` of entries unseen for an hour once a minute.
 
 :class:`WorkerRegistryMiddleware` drives it; the OpenTelemetry middleware calls the same hooks,
-so listing both never registers a worker twice (same worker id).
+so listing both never registers a worker twice (same worker id). Its ``worker_id()`` tells a worker
+thread which worker it works for (the OpenTelemetry middleware's ``messaging.client.id``).
 
 Progress: a worker that beats is alive, not necessarily working. Each record also carries
 ``processing`` (messages between ``before_process_message`` and their after-hook in that worker),
@@ -196,6 +197,9 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         self.in_hand: dict[int, tuple[float, Any, Any]] = {}
         #: Characters of arguments the records may carry; ``None`` (default): none.
         self.args_limit: int | None = None
+        #: The same two maps for :meth:`worker_id`: work queue id -> worker id; thread ident -> it.
+        self._ids: dict[int, str] = {}
+        self._id_by_thread: dict[int, str | None] = {}
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         try:
@@ -205,7 +209,9 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
                 )
                 self._progress[id(worker.work_queue)] = registry.progress
                 registry.in_hand.held, registry.in_hand.args_limit = self.in_hand, self.args_limit
+                self._ids[id(worker.work_queue)] = registry.worker_id
                 self._by_thread.clear()
+                self._id_by_thread.clear()
         except Exception:
             _logger.debug("Worker registry: boot hook failed", exc_info=True)
 
@@ -220,7 +226,9 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         if registry is not None:
             registry.worker_stopped()
             self._progress.pop(id(getattr(worker, "work_queue", None)), None)
+            self._ids.pop(id(getattr(worker, "work_queue", None)), None)
             self._by_thread.clear()  # thread idents are reused once threads end
+            self._id_by_thread.clear()
 
     def before_process_message(self, broker: Any, message: Any, span: Any = None) -> None:
         """``span``: the OpenTelemetry middleware's process span, kept for the in-hand trace id."""
@@ -241,6 +249,18 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         self.after_process_message(broker, message)
+
+    def worker_id(self) -> str | None:
+        """The registry's id of the worker whose thread calls it (``None``: not a worker thread, or
+        no worker in this process), cached per thread: one dict lookup."""
+        ident = threading.get_ident()
+        if ident in self._id_by_thread:
+            return self._id_by_thread[ident]
+        if not self._ids:  # no worker here (a web process): nothing to cache
+            return None
+        found = self._ids.get(id(getattr(threading.current_thread(), "work_queue", None)))
+        self._id_by_thread[ident] = found
+        return found
 
     def _thread_progress(self, ident: int) -> Progress | None:
         """The progress of the worker this thread works for (``None``: not a worker thread), cached."""

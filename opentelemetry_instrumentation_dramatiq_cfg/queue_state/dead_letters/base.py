@@ -93,10 +93,16 @@ class ActionResult:
     missing: tuple[str, ...] = ()
     #: Payloads that cannot be decoded, so not requeued (they can be deleted).
     undecodable: tuple[str, ...] = ()
+    #: Some dead letters were still held by another connection when the action's timeout ran out, so
+    #: left as they were (RabbitMQ, where a message being read is invisible to everyone else).
+    held_elsewhere: bool = False
 
     def __add__(self, other: ActionResult) -> ActionResult:
         return ActionResult(
-            self.done + other.done, self.missing + other.missing, self.undecodable + other.undecodable
+            self.done + other.done,
+            self.missing + other.missing,
+            self.undecodable + other.undecodable,
+            self.held_elsewhere or other.held_elsewhere,
         )
 
 

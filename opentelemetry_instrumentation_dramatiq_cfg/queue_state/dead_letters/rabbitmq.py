@@ -9,7 +9,17 @@ messages at their original position (classic queues, as Dramatiq declares them).
 one channel is delivered to no other, so two admins never hold the same message.
 
 - A page reads the queue (up to the ``message_count`` a passive declare gave) and gives it all back;
-  RabbitMQ keeps the oldest first, the page lists the newest first.
+  RabbitMQ keeps the oldest first, the page lists the newest first. What another connection holds at
+  that moment (another admin's page or action) is not on it: the page is read as it is.
+- An action also waits for the messages other connections hold (another admin's page read): the
+  count a passive declare gives leaves them out, and they come back to the queue, so to this action's
+  consumer, when those connections close. It stops once it holds every message it was asked for, or
+  once the queue has no message ready and no consumer but it (it then holds every message of the
+  queue: with ``keys=None``, every message dead when it started, perhaps with some that died
+  meanwhile). Two actions at once each hold some of the other's messages until they commit: an action
+  stops waiting after :data:`HELD_QUIET` seconds with none coming back (:data:`HELD_WAIT` in all),
+  acts on what it holds, and its result says ``held_elsewhere``; keys asked for and not found are
+  ``missing``.
 - A requeue or delete runs in an AMQP transaction (``tx.select``): the new message is published to
   ``Q`` (persistent, its ``broker_priority``, as ``RabbitmqBroker.enqueue`` publishes) and the dead
   one acknowledged, and nothing of it happens until ``tx.commit``. If the connection drops before
@@ -21,7 +31,9 @@ one channel is delivered to no other, so two admins never hold the same message.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -45,6 +57,13 @@ from .base import (
 
 #: Seconds without a delivery after which a read stops early (the queue shrank meanwhile).
 IDLE = 0.5
+#: Seconds apart of the two looks by which an action decides that no one else holds a message.
+SETTLE = 0.1
+#: An action waits for the messages other connections hold while they keep coming back: it stops
+#: after this many seconds without one (two actions holding each other's messages) ...
+HELD_QUIET = 2.0
+#: ... or after this many seconds in all.
+HELD_WAIT = 10.0
 
 
 class RabbitmqDeadLetters(BrokerDeadLetters):
@@ -141,7 +160,8 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
             if requeue:
                 self._require(channel, queue_name)
             channel.tx_select()
-            for method, properties, body in self._deliveries(channel, queue_name):
+            deliveries, held_elsewhere = _gather(channel, queue_name, wanted)
+            for method, properties, body in deliveries:
                 letter = self._letter(queue_name, properties, body)
                 if wanted is not None and letter.key not in wanted:
                     continue  # given back when the channel closes
@@ -161,7 +181,57 @@ class RabbitmqDeadLetters(BrokerDeadLetters):
                 channel.basic_ack(method.delivery_tag)
                 done.append(letter.key)
             channel.tx_commit()
-        return in_order(done, undecodable, wanted)
+        return dataclasses.replace(in_order(done, undecodable, wanted), held_elsewhere=held_elsewhere)
+
+
+def _gather(
+    channel: Any, queue_name: str, wanted: list[str] | None
+) -> tuple[list[tuple[Any, Any, bytes]], bool]:
+    """The messages an action acts on, delivered to ``channel`` and not acknowledged: every one in
+    the queue (``wanted`` None), or until every ``wanted`` key is found, including those other
+    connections held when it started (see the module's docstring); and whether some were still
+    held elsewhere when it stopped waiting."""
+    queue = xq_name(queue_name)
+    try:
+        declared = channel.queue_declare(queue, passive=True).method
+    except pika.exceptions.ChannelClosedByBroker:  # 404: no message ever died there
+        return [], False
+    found: list[tuple[Any, Any, bytes]] = []
+    still = set(wanted) if wanted is not None else None
+    start = last = time.monotonic()
+    alone_since: float | None = None
+    channel.basic_qos(prefetch_count=0)
+    # A higher priority than the pages' consumers: what a page gives back comes here, not to
+    # another page (RabbitMQ's consumer priorities; this consumer has no prefetch limit).
+    deliveries = channel.consume(queue, inactivity_timeout=SETTLE, arguments={"x-priority": 1})
+    for delivery in deliveries:
+        if delivery[0] is not None:
+            found.append(delivery)
+            last, alone_since = time.monotonic(), None
+            if still is not None:
+                still.discard(RabbitmqDeadLetters._letter(queue_name, delivery[1], delivery[2]).key)
+                if not still:
+                    return found, False
+            if len(found) < declared.message_count or channel.get_waiting_message_count():
+                continue  # more on the way: look again once this burst is in
+        now = channel.queue_declare(queue, passive=True).method
+        checked = time.monotonic()
+        # Nothing ready and no other consumer, twice SETTLE apart with nothing coming in between:
+        # no one else holds any (a reader's client cancels its consumer a moment before closing
+        # its channel gives its messages back, so one look could fall in between).
+        if now.message_count or now.consumer_count > 1:
+            alone_since = None
+        elif alone_since is None:
+            alone_since = checked
+        elif checked - alone_since >= SETTLE:
+            for _ in range(channel.get_waiting_message_count()):  # delivered before the declare-ok
+                delivery = next(deliveries)
+                if delivery[0] is not None:
+                    found.append(delivery)
+            return found, False
+        if checked - last >= HELD_QUIET or checked - start >= HELD_WAIT:
+            return found, now.consumer_count > 1
+    return found, False  # not reached: the generator ends only with the channel
 
 
 DEAD_LETTERS = RabbitmqDeadLetters
