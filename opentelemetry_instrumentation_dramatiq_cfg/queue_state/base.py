@@ -9,6 +9,8 @@ from typing import Any, Final, Protocol
 
 from dramatiq.common import q_name
 
+from .registry_store import RegistryStore, store_for_broker
+
 #: Seconds a read may take before it gives up with :class:`BrokerUnavailable`.
 DEFAULT_TIMEOUT: Final = 2.0
 #: What a snapshot's counts include (:attr:`BrokerSnapshot.counts`). ``ready+unacked``: ``delayed``
@@ -106,6 +108,9 @@ class BrokerSnapshot:
     meta: dict[str, Any] = field(default_factory=dict)
     #: :data:`READY_AND_UNACKED` or :data:`READY_ONLY`: what the counts include.
     counts: str = READY_AND_UNACKED
+    #: Where the worker registry was read from (``redis``, ``redis-url``, ``memory``, ``django-db``;
+    #: see :mod:`.registry_store`), ``None`` when this broker has none.
+    store: str | None = None
 
     @property
     def active_workers(self) -> int:
@@ -150,18 +155,44 @@ class BrokerReader:
         timeout: float = DEFAULT_TIMEOUT,
         worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        registry_redis_url: str | None = None,
     ) -> None:
         self.broker = broker
         self.timeout = validate_timeout(timeout)
         self.worker_timeout = worker_timeout
         self.stall_timeout = stall_timeout
+        #: Where the worker registry is read from (see :mod:`.registry_store`); ``None``: nowhere.
+        self.store: RegistryStore | None = self._store(registry_redis_url)
+
+    def _store(self, redis_url: str | None) -> RegistryStore | None:
+        return store_for_broker(self.broker, redis_url=redis_url, timeout=self.timeout)
+
+    def workers(self, now: float) -> tuple[tuple[WorkerStats, ...], str | None]:
+        """The registered workers, and why they could not be read (``None`` when they could).
+
+        Raises nothing: a store outage beside the broker leaves the counts readable."""
+        if self.store is None:
+            return (), None
+        try:
+            records = self.store.read()
+        except Exception as exc:
+            return (), redact(f"worker registry ({self.store.name}) could not be read: {exc}")
+        return self.judge(records, now), None
+
+    def judge(self, records: dict[str, dict[str, Any]], now: float) -> tuple[WorkerStats, ...]:
+        return tuple(self.worker(worker_id, record, now) for worker_id, record in sorted(records.items()))
 
     def worker(self, worker_id: str, record: dict[str, Any], now: float) -> WorkerStats:
         """A registry record as :class:`WorkerStats`: ``stale`` if not seen within the worker timeout,
-        ``stalled`` if every thread has been busy with none finished for longer than the stall one."""
+        ``stalled`` if every thread has been busy with none finished for longer than the stall one.
+
+        ``busy_for`` is what the record proves: its beat's time (``last_seen``) minus ``busy_since``,
+        both taken together by the worker. Not ``now - busy_since``: the record may be a beat old,
+        and a message may have finished since, so that would call a worker that keeps finishing
+        messages stalled. A stuck worker's next beats prove it, within one beat of the timeout."""
         last_seen = float(record.get("last_seen", 0))
         busy_since = record.get("busy_since")
-        busy_for = max(0.0, now - float(busy_since)) if isinstance(busy_since, int | float) else 0.0
+        busy_for = max(0.0, last_seen - float(busy_since)) if isinstance(busy_since, int | float) else 0.0
         if now - last_seen > self.worker_timeout:
             status = STALE
         elif busy_for > self.stall_timeout:
