@@ -30,7 +30,7 @@ from .conf import HealthSettings, health_settings
 
 HEALTHY, DEGRADED, UNHEALTHY, DISABLED = "healthy", "degraded", "unhealthy", "disabled"
 
-_readers: weakref.WeakKeyDictionary[Any, dict[tuple[float, float, float, str | None], QueueStateReader]] = (
+_readers: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], QueueStateReader]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -76,7 +76,15 @@ class TaskService:
         """The broker's reader, kept between requests so its connection is reused."""
         broker = self.broker()
         management = self.config.RABBITMQ_MANAGEMENT_URL
-        key = (self.config.TIMEOUT, self.config.WORKER_TIMEOUT, self.config.STALL_TIMEOUT, management)
+        registry_url = self.config.REGISTRY_REDIS_URL
+        key = (
+            self.config.TIMEOUT,
+            self.config.WORKER_TIMEOUT,
+            self.config.STALL_TIMEOUT,
+            management,
+            registry_url,
+            self.config.REGISTRY_DATABASE,
+        )
         readers = _readers.setdefault(broker, {})
         if key not in readers:
             readers[key] = reader_for_broker(
@@ -85,6 +93,7 @@ class TaskService:
                 worker_timeout=self.config.WORKER_TIMEOUT,
                 stall_timeout=self.config.STALL_TIMEOUT,
                 rabbitmq_management_url=management,
+                registry_redis_url=registry_url,
             )
         return readers[key]
 
@@ -153,11 +162,14 @@ class TaskService:
             "total_pending_tasks": snapshot.total_pending,
             # what the counts include: "ready+unacked", or "ready" (RabbitMQ without its management API)
             "counts": snapshot.counts,
+            # where the worker registry lives ("redis", "redis-url", "django-db", "memory"), or None
+            "registry_store": snapshot.store,
         }
         if snapshot.registry:
             body.update(stall_summary(stalled, self.config.STALL_TIMEOUT))
-        if "management_api_error" in snapshot.meta:
-            body["management_api_error"] = snapshot.meta["management_api_error"]
+        for key in ("management_api_error", "registry_error"):
+            if key in snapshot.meta:
+                body[key] = snapshot.meta[key]
         if details:
             body["queues"] = self.get_queue_stats()
             body["workers"] = workers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -9,7 +10,7 @@ from typing import Any, Final, Protocol
 
 from dramatiq.common import q_name
 
-from .registry_store import RegistryStore, store_for_broker
+from .registry_store import RegistryStore, published, store_for_broker
 
 #: Seconds a read may take before it gives up with :class:`BrokerUnavailable`.
 DEFAULT_TIMEOUT: Final = 2.0
@@ -132,8 +133,12 @@ class QueueStateReader(Protocol):
     """Reads queue counts and workers of one broker; strictly read-only."""
 
     timeout: float
+    #: Seconds without a registry beat before a worker is ``stale``.
+    worker_timeout: float
     #: Seconds every thread of a live worker may be busy with none finished before it is ``stalled``.
     stall_timeout: float
+    #: Where the worker registry is read from (see :mod:`.registry_store`); ``None``: nowhere.
+    store: RegistryStore | None
 
     def read(self, queue_names: Iterable[str] | None = None) -> BrokerSnapshot:
         """Counts for ``queue_names`` (default: the broker's declared queues); one round trip where
@@ -211,6 +216,21 @@ class BrokerReader:
             finished=int(record.get("finished", 0)),
             busy_for=round(busy_for, 3),
         )
+
+
+def worker_timeout(value: float | None = None) -> float:
+    """``value``, else the health view's worker timeout published in this process (the Django app
+    publishes ``DRAMATIQ_HEALTH["WORKER_TIMEOUT"]``), else ``OTEL_PYTHON_DRAMATIQ_WORKER_TIMEOUT``,
+    else :data:`DEFAULT_WORKER_TIMEOUT`."""
+    if value is not None:
+        return value
+    if "worker_timeout" in published:
+        return float(published["worker_timeout"])
+    raw = os.environ.get("OTEL_PYTHON_DRAMATIQ_WORKER_TIMEOUT", "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_WORKER_TIMEOUT
+    except ValueError:
+        return DEFAULT_WORKER_TIMEOUT
 
 
 def waiting_since(payload: Any) -> float | None:

@@ -12,7 +12,8 @@ Stores, and which one is chosen (:func:`store_for_broker`, first match):
 2. ``redis``: a ``RedisBroker``'s own Redis, same hash; one pipelined round trip per beat.
 3. ``memory``: a ``StubBroker``'s registry, in this process's memory (tests, the demo).
 4. a store a factory registered with :func:`register_store_factory` returns: the Django app
-   registers ``django-db`` (a table of its own, one upsert per beat), used beside any other broker.
+   registers ``django-db`` (a table of its own, one upsert per beat), used beside any other broker
+   when ``DRAMATIQ_HEALTH["REGISTRY_DATABASE"]`` is true.
 5. none: no registry (RabbitMQ without 1 and 4; liveness then comes from consumer counts).
 
 Every store call is guarded by its caller (the registry never raises into Dramatiq) and bounded:
@@ -110,6 +111,12 @@ class Beat:
     #: Anything else a store hands to contributors.
     extra: dict[str, Any] = field(default_factory=dict)
 
+
+#: Settings another layer publishes for this process, read when an option or variable does not say:
+#: the Django app publishes ``DRAMATIQ_HEALTH``'s ``REGISTRY_REDIS_URL`` (``redis_url``) and
+#: ``WORKER_TIMEOUT`` (``worker_timeout``), so workers and gauges running beside it agree with the
+#: health view.
+published: dict[str, Any] = {}
 
 BeatContributor = Callable[[Beat], None]
 _contributors: list[BeatContributor] = []
@@ -263,8 +270,10 @@ def store_for_broker(
 ) -> RegistryStore | None:
     """The registry store of ``broker`` (see the module docstring for the order), or ``None``.
 
-    ``redis_url`` defaults to ``OTEL_PYTHON_DRAMATIQ_REGISTRY_REDIS_URL``; an empty one means none."""
+    ``redis_url`` defaults to ``OTEL_PYTHON_DRAMATIQ_REGISTRY_REDIS_URL``, else the published
+    ``redis_url`` (``DRAMATIQ_HEALTH["REGISTRY_REDIS_URL"]``)."""
     url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_VARIABLE, "").strip()
+    url = url or published.get("redis_url") or ""
     namespace = getattr(broker, "namespace", None)
     if url:
         prefix = namespace if isinstance(namespace, str) else "dramatiq"
