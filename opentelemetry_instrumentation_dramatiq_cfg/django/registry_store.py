@@ -86,6 +86,10 @@ class DjangoStore:
             self._bounded(connection)
             self.model.objects.using(self.using).filter(last_seen__lt=before).delete()
 
+    def close_thread(self) -> None:
+        """Close this thread's connection (the registry calls it when its beat thread ends)."""
+        connections[self.using].close()
+
 
 def django_store(broker: Any) -> DjangoStore | None:
     """The store factory the app registers: the default database when ``DRAMATIQ_HEALTH`` says

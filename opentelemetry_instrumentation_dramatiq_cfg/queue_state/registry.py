@@ -204,9 +204,17 @@ class WorkerRegistry:
 
     def _beat(self) -> None:
         beats = 0
-        while not self._stop.wait(self.interval):
-            beats += 1
-            self._write(prune=beats % max(1, int(60 / self.interval)) == 0)
+        try:
+            while not self._stop.wait(self.interval):
+                beats += 1
+                self._write(prune=beats % max(1, int(60 / self.interval)) == 0)
+        finally:  # e.g. the Django store's connection of this thread
+            close = getattr(self._store, "close_thread", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    _logger.debug("Worker registry: could not close the store", exc_info=True)
 
     def _write(self, *, prune: bool = True) -> None:
         """One beat: the record, with ``last_seen`` the time its progress fields were taken at (the

@@ -95,6 +95,8 @@ class RegistryStore(Protocol):
         """Delete records whose ``last_seen`` is older than ``before``."""
         ...
 
+    # Optional: ``close_thread()``, called by the beat thread as it ends (per-thread connections).
+
 
 @dataclass
 class Beat:
