@@ -47,7 +47,7 @@ class StubQueueState(BrokerReader):
         workers, error = self.workers(now)
         store = self.store.name if self.store is not None else None
         meta = {} if error is None else {"registry_error": error}
-        return BrokerSnapshot("stub", tuple(queues), workers, store=store, meta=meta)
+        return BrokerSnapshot("stub", tuple(queues), workers, error is None, meta=meta, store=store)
 
     def ping(self) -> bool:
         return True
