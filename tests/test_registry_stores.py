@@ -4,6 +4,8 @@ unique by construction; the gauge's stale timeout as the health view's."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from typing import Any
@@ -258,7 +260,7 @@ def test_worker_ids_are_unique_by_construction_and_readable():
     ids = {new_worker_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     host, pid, token = next(iter(ids)).split(":")
-    assert pid.isdigit() and len(token) == 16
+    assert (host, int(pid), len(token)) == (socket.gethostname(), os.getpid(), 16)
 
 
 def test_two_workers_of_one_process_have_distinct_entries_and_one_each_with_two_middlewares(queue_name):
