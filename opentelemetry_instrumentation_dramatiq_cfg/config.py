@@ -139,7 +139,8 @@ class Options:
     #: Minimum seconds between two broker reads for the queue gauges.
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
     #: Seconds every thread of a live worker may hold a message with none finished before the
-    #: `dramatiq.worker.count` gauge counts it `stalled` (Redis and StubBroker; see the reliability page).
+    #: `dramatiq.worker.count` gauge counts it `stalled` (wherever the worker registry has a store; see the
+    #: reliability page).
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     #: Seconds without a registry beat before the `dramatiq.worker.count` gauge counts a worker `stale`;
     #: `None`: as the health view, `DRAMATIQ_HEALTH["WORKER_TIMEOUT"]` where the Django app runs, else 60.

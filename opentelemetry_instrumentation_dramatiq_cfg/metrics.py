@@ -260,22 +260,22 @@ def _counter(meter: Meter, name: str, *, unit: str, description: str, up_down: b
 class QueueGauges:
     """Observable gauges of queue state, read from the brokers by :mod:`.queue_state`.
 
-        ``dramatiq.queue.depth`` (pending), ``dramatiq.queue.delayed``, ``dramatiq.queue.dead_lettered``
-        and ``dramatiq.queue.oldest_message.age`` (seconds the oldest pending message has waited, 0 when
-        empty; Redis and StubBroker only: RabbitMQ cannot tell without consuming), each with the
-        ``queue_name`` attribute, and ``dramatiq.worker.count`` with ``queue_name`` and ``status``
-        (``active``/``stale``/``stalled``): the workers consuming each queue, as the health view counts
-        them (the worker registry on Redis and the StubBroker, consumer counts on RabbitMQ, which has
-        neither ``stale`` nor ``stalled``). ``stalled``: alive, every thread busy with no message finished
-        for ``stall_timeout`` seconds (option of the same name, default 600); ``stale``: unseen for
-    ``worker_timeout`` seconds, by default the health view's (``DRAMATIQ_HEALTH["WORKER_TIMEOUT"]``
-    where the Django app runs, else 60). A queue nobody consumes reports
-        ``active`` 0, so an alert can tell it from an unread broker.
+    ``dramatiq.queue.depth`` (pending), ``dramatiq.queue.delayed``, ``dramatiq.queue.dead_lettered``
+    and ``dramatiq.queue.oldest_message.age`` (seconds the oldest pending message has waited, 0 when
+    empty; Redis and StubBroker only: RabbitMQ cannot tell without consuming), each with the
+    ``queue_name`` attribute, and ``dramatiq.worker.count`` with ``queue_name`` and ``status``
+    (``active``/``stale``/``stalled``): the workers consuming each queue, as the health view counts
+    them (the worker registry wherever it has a store, see :mod:`.queue_state.registry_store`; else
+    consumer counts on RabbitMQ, which have neither ``stale`` nor ``stalled``). ``stalled``: alive,
+    every thread busy with no message finished for ``stall_timeout`` seconds (option of the same name,
+    default 600); ``stale``: unseen for ``worker_timeout`` seconds, by default the health view's
+    (``DRAMATIQ_HEALTH["WORKER_TIMEOUT"]`` where the Django app runs, else 60). A queue nobody
+    consumes reports ``active`` 0, so an alert can tell it from an unread broker.
 
-        One collection reads each watched broker once (one round trip for all its queues and the worker
-        registry on Redis) and the snapshot is reused for ``min_interval`` seconds, however
-        often the exporter collects. A broker that cannot be read reports nothing (no series), never zero,
-        and the callback never raises.
+    One collection reads each watched broker once (one round trip for all its queues and the worker
+    registry on Redis) and the snapshot is reused for ``min_interval`` seconds, however
+    often the exporter collects. A broker that cannot be read reports nothing (no series), never zero,
+    and the callback never raises.
     """
 
     def __init__(
