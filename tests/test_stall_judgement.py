@@ -7,8 +7,13 @@ patching) and read the registry every 50 ms, so they see records of every age be
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -21,6 +26,7 @@ from opentelemetry_instrumentation_dramatiq_cfg.queue_state import reader_for_br
 
 from .test_metrics import points
 
+ROOT = Path(__file__).resolve().parent.parent
 #: Stall timeout and beat of these tests (seconds): the shortest pair the options allow.
 STALL = 2.0
 BEAT = 1.0
@@ -162,3 +168,78 @@ def test_a_half_stuck_pool_shows_exactly_one_stalled_worker(
         if p.attributes["status"] == "stalled"
     }
     assert (stalled[stuck_queue], stalled[busy_queue]) == (1, 0)
+
+
+def test_the_real_command_busy_with_a_stream_of_tasks_is_never_called_stalled(client, health, tmp_path):
+    """The issue's report: ``dramatiq`` with 2 processes x 2 threads, a 4 s stall timeout, every
+    thread kept busy by tasks just under it (3.5 s) with a 2 s beat, so a record read up to a beat
+    after it was written (as ``now - busy_since`` judged) would claim 5.5 s; the health view is
+    polled all along."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    from .conftest import REDIS, cleanup_broker, require_service, unique
+
+    require_service("Redis", REDIS)
+    namespace = unique("otel-stall-cmd")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "STALL_APP_NAMESPACE": namespace,
+        "OTEL_PYTHON_DRAMATIQ_STALL_TIMEOUT": "4",
+        "OTEL_PYTHON_DRAMATIQ_REGISTRY_INTERVAL": "2",
+        "STALL_APP_TASK_SECONDS": "3.5",
+        "OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED": "false",
+    }
+    broker = RedisBroker(host=REDIS[0], port=REDIS[1], namespace=namespace)
+    broker.declare_queue(namespace)
+    dramatiq.set_broker(broker)
+    health(DETAILS="public", STALL_TIMEOUT=4)
+    tasks = 16  # 4 rounds of 4 threads: 14 s, over three stall timeouts
+    for _ in range(tasks):
+        broker.enqueue(
+            dramatiq.Message(queue_name=namespace, actor_name="task", args=(), kwargs={}, options={})
+        )
+    log = (tmp_path / "workers.log").open("w+")
+    workers = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dramatiq"),
+            "tests.stall_app",
+            "--processes",
+            "2",
+            "--threads",
+            "2",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    bodies = []
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            body = client.get("/health/").json()
+            bodies.append(body)
+            if sum(w["finished"] for w in body["workers"]) == tasks:
+                break
+            assert workers.poll() is None, "the workers exited"
+            assert time.monotonic() < deadline, f"the tasks did not finish: {body}"
+            time.sleep(0.25)
+        workers.send_signal(signal.SIGTERM)
+        workers.wait(120)
+    finally:
+        if workers.poll() is None:
+            os.killpg(workers.pid, signal.SIGKILL)
+            workers.wait(30)
+        cleanup_broker(broker, namespace)
+    log.seek(0)
+    assert workers.returncode == 0, log.read()
+    assert {b["status"] for b in bodies} <= {"healthy", "degraded"}
+    assert [b for b in bodies if b["stalled_workers"]] == []
+    assert [b for b in bodies if any(w["status"] == "stalled" for w in b["workers"])] == []
+    # Every thread was busy in the records the view read (the situation of the report).
+    assert any(
+        len(b["workers"]) == 2 and all(w["processing"] == 2 and w["busy_for"] > 0 for w in b["workers"])
+        for b in bodies
+    )
