@@ -210,13 +210,19 @@ def test_beat_contributors_run_in_the_database_stores_transaction(health):
         )
         raise RuntimeError("a contributor's bug does not undo the beat")
 
+    def bad_sql(beat: registry_store.Beat) -> None:
+        with beat.connection.cursor() as cursor:  # aborts a PostgreSQL transaction but for its savepoint
+            cursor.execute("SELECT * FROM no_such_table_of_a_contributor")
+
     store = DjangoStore()
+    registry_store.add_beat_contributor(bad_sql)
     registry_store.add_beat_contributor(contribute)
     try:
         store.beat("h:1:ab", {"last_seen": 5.0}, 5.0)
         store.beat("h:1:ab", {"last_seen": 6.0}, 6.0)
     finally:
         registry_store.remove_beat_contributor(contribute)
+        registry_store.remove_beat_contributor(bad_sql)
     assert seen == [(True, True), (True, True)] and not connection.in_atomic_block
     assert store.read() == {"h:1:ab": {"last_seen": 6.0}}
     store.prune(7.0)

@@ -9,7 +9,8 @@ so the OTel-free registry chooses it without knowing Django: after a Redis URL
 (``OTEL_PYTHON_DRAMATIQ_REGISTRY_REDIS_URL``), the Redis broker's own Redis and the StubBroker's memory.
 
 Cost per worker process and beat: one transaction holding one upsert (``INSERT ... ON CONFLICT DO
-UPDATE``) plus the beat contributors' writes; a ``DELETE`` of rows unseen for an hour once a minute; a
+UPDATE``) plus the beat contributors' writes (each in a savepoint: one that fails undoes only its
+own); a ``DELETE`` of rows unseen for an hour once a minute; a
 ``DELETE`` on a clean stop. Each runs on the beat thread's own connection (re-opened when unusable,
 e.g. after a database restart), with a statement timeout on PostgreSQL (``SET LOCAL
 statement_timeout``); a failure is logged at debug level by the registry and never reaches the worker.
@@ -65,7 +66,8 @@ class DjangoStore:
                 unique_fields=["worker_id"],
                 update_fields=["last_seen", "record"],
             )
-            registry_store.contribute(Beat(self, worker_id, now, connection=connection))
+            beat = Beat(self, worker_id, now, connection=connection)
+            registry_store.contribute(beat, lambda: transaction.atomic(using=self.using))
 
     def delete(self, worker_id: str) -> None:
         connection = self._connection()

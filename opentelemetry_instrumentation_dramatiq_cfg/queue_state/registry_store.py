@@ -38,8 +38,11 @@ Contributors are called on the beat thread (instrumentation suppressed), once pe
 worker process, after the record was queued and before the round trip runs; one that raises is
 logged and skipped, the others and the record are still written. A reader gets the chosen store with
 :func:`store_for_broker` (or ``reader.store``): ``store.name``, and for Redis stores ``store.client``
-(socket timeouts set) and ``store.prefix``; the Django store is the model
-``opentelemetry_instrumentation_dramatiq_cfg.django.registry_store.WorkerRecord``.
+(socket timeouts set) and ``store.prefix``; the Django store
+(``opentelemetry_instrumentation_dramatiq_cfg.django.registry_store.DjangoStore``) has ``store.using``
+(the database alias) and ``store.model`` (``django.models.WorkerRecord``); the memory store has
+``store.extra``. A contributor writing to its own Redis keys should use ``f"{beat.store.prefix}:..."``
+so that it shares the registry's namespace.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -139,11 +143,16 @@ def remove_beat_contributor(contributor: BeatContributor) -> None:
             _contributors.remove(contributor)
 
 
-def contribute(beat: Beat) -> None:
-    """Call every contributor with ``beat``; one that raises is logged and skipped."""
+def contribute(beat: Beat, around: Callable[[], AbstractContextManager[Any]] | None = None) -> None:
+    """Call every contributor with ``beat``; one that raises is logged and skipped. ``around()``
+    wraps each call (the Django store: a savepoint, so a failed statement undoes only its own)."""
     for contributor in list(_contributors):
         try:
-            contributor(beat)
+            if around is None:
+                contributor(beat)
+            else:
+                with around():
+                    contributor(beat)
         except Exception:
             _logger.debug("Worker registry: beat contributor %r failed", contributor, exc_info=True)
 
