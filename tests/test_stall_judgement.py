@@ -33,7 +33,7 @@ BEAT = 1.0
 #: A task "just under the timeout".
 TASK = 1.6
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -170,6 +170,7 @@ def test_a_half_stuck_pool_shows_exactly_one_stalled_worker(
     assert (stalled[stuck_queue], stalled[busy_queue]) == (1, 0)
 
 
+@pytest.mark.slow
 def test_the_real_command_busy_with_a_stream_of_tasks_is_never_called_stalled(client, health, tmp_path):
     """The issue's report: ``dramatiq`` with 2 processes x 2 threads, a 4 s stall timeout, every
     thread kept busy by tasks just under it (3.5 s) with a 2 s beat, so a record read up to a beat
