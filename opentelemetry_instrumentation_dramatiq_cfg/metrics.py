@@ -311,6 +311,11 @@ class QueueGauges:
                 "Worker processes consuming a queue, by status (active, stale, stalled).",
             ),
             (semconv.METRIC_QUEUE_OLDEST_AGE, "Seconds the oldest pending message of a queue has waited."),
+            (
+                semconv.METRIC_WORKER_OLDEST_AGE,
+                "Seconds the oldest message a worker process's threads hold has been in hand "
+                "(0 when idle), as of its last registry beat.",
+            ),
         ):
             unit = _GAUGE_UNITS.get(name, "{message}")
             meter.create_observable_gauge(
@@ -340,8 +345,9 @@ class QueueGauges:
                 return self._snapshot
             snapshot: dict[str, list[Observation]] = {}
             for broker in list(self._readers.keys()):
-                queues, workers = self._read(broker)
+                queues, workers, in_hand = self._read(broker)
                 snapshot.setdefault(semconv.METRIC_WORKERS, []).extend(workers)
+                snapshot.setdefault(semconv.METRIC_WORKER_OLDEST_AGE, []).extend(in_hand)
                 for queue in queues:
                     attributes = {semconv.LABEL_QUEUE_NAME: queue.name}
                     for metric, value in (
@@ -355,7 +361,7 @@ class QueueGauges:
             self._snapshot, self._read_at = snapshot, now
             return snapshot
 
-    def _read(self, broker: Any) -> tuple[list[Any], list[Observation]]:
+    def _read(self, broker: Any) -> tuple[list[Any], list[Observation], list[Observation]]:
         from .queue_state import reader_for_broker
 
         try:
@@ -369,11 +375,15 @@ class QueueGauges:
             snapshot = reader.read()
         except Exception as exc:  # unreadable broker: no series rather than a misleading zero
             _logger.debug("Queue gauges: cannot read %s: %s", type(broker).__name__, exc)
-            return [], []
-        return list(snapshot.queues), _worker_observations(snapshot)
+            return [], [], []
+        return list(snapshot.queues), _worker_observations(snapshot), _in_hand_observations(snapshot)
 
 
-_GAUGE_UNITS = {semconv.METRIC_WORKERS: "{worker}", semconv.METRIC_QUEUE_OLDEST_AGE: "s"}
+_GAUGE_UNITS = {
+    semconv.METRIC_WORKERS: "{worker}",
+    semconv.METRIC_QUEUE_OLDEST_AGE: "s",
+    semconv.METRIC_WORKER_OLDEST_AGE: "s",
+}
 _WORKER_STATUSES = (semconv.WORKER_ACTIVE, semconv.WORKER_STALE, semconv.WORKER_STALLED)
 
 
@@ -392,6 +402,21 @@ def _worker_observations(snapshot: Any) -> list[Observation]:
             attributes = {semconv.LABEL_QUEUE_NAME: queue.name, semconv.LABEL_WORKER_STATUS: status}
             observations.append(Observation(count, attributes))
     return observations
+
+
+def _in_hand_observations(snapshot: Any) -> list[Observation]:
+    """Per live registered worker process: seconds its oldest message in hand had been held at its
+    last beat (0 when idle). Stale workers report nothing (their record proves nothing now)."""
+    if not snapshot.registry:
+        return []
+    return [
+        Observation(
+            max((message.running_for for message in worker.in_hand), default=0.0),
+            {semconv.LABEL_WORKER_ID: worker.worker_id, semconv.LABEL_HOST: worker.host},
+        )
+        for worker in snapshot.workers
+        if worker.status != semconv.WORKER_STALE
+    ]
 
 
 _gauges_lock = threading.Lock()

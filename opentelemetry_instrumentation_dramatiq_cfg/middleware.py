@@ -93,6 +93,10 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
         )
         self._repr = reprlib.Repr()
         self._repr.maxstring = self._repr.maxother = self.options.capture_args_max_length
+        # the registry's in-hand entries carry arguments under the same rule as the spans
+        self._registry.args_limit = (
+            self.options.capture_args_max_length if self.options.capture_args else None
+        )
         self._server_attributes: dict[int, dict[str, Any]] = {}
         self._queues: dict[tuple[int, str], _Queue] = {}
         self._tasks: dict[tuple[str, str], _Task] = {}

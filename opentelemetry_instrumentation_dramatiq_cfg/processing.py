@@ -74,7 +74,7 @@ def current_message() -> tuple[str, str]:
 
 
 def before_process_message(self: MiddlewareState, broker: Broker, message: MessageProxy) -> None:
-    self._registry.before_process_message(broker, message)  # progress, whatever is excluded
+    span: Span | None = None
     try:
         leftover = _processing.get()
         if leftover is not None:  # never expected; don't let a lost end leak its context
@@ -90,7 +90,6 @@ def before_process_message(self: MiddlewareState, broker: Broker, message: Messa
         message_id = fields.message_id
         options = fields.options
         retries = _int(options.get("retries"))
-        span = None
         carried = propagation.extract(options)  # the producer's span, baggage and trace state
         if self.options.traces_enabled:
             span = _start_process_span(
@@ -126,6 +125,8 @@ def before_process_message(self: MiddlewareState, broker: Broker, message: Messa
             _call_hook(self.options.process_hook, span, message)
     except Exception:
         _hook_failed("before_process_message")
+    finally:  # progress and the message in hand (with its span), whatever is excluded
+        self._registry.before_process_message(broker, message, span)
 
 
 def _start_process_span(

@@ -110,12 +110,17 @@ METRIC_DEAD_LETTERED: Final = "dramatiq.dead_lettered"
 METRIC_WORKERS: Final = "dramatiq.worker.count"
 # Gauge with unit `s` -> dramatiq_queue_oldest_message_age_seconds (Redis, StubBroker).
 METRIC_QUEUE_OLDEST_AGE: Final = "dramatiq.queue.oldest_message.age"
+# Gauge with unit `s` -> dramatiq_worker_oldest_message_age_seconds: per worker process (registry), the
+# age of the oldest message one of its threads holds, 0 when none.
+METRIC_WORKER_OLDEST_AGE: Final = "dramatiq.worker.oldest_message.age"
 
 # Metric attribute (Prometheus label) names of the guide's series.
 LABEL_TASK_NAME: Final = "task_name"
 LABEL_STATUS: Final = "status"
 LABEL_QUEUE_NAME: Final = "queue_name"
 LABEL_WORKER_STATUS: Final = "status"
+LABEL_WORKER_ID: Final = "worker_id"
+LABEL_HOST: Final = "host"
 
 # Values of the `status` label of dramatiq_worker_count.
 WORKER_ACTIVE: Final = "active"

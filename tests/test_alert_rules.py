@@ -34,6 +34,7 @@ def test_the_guides_concerns_each_have_a_rule():
         "DramatiqTaskDurationHigh",
         "DramatiqNoActiveWorker",
         "DramatiqWorkerStalled",
+        "DramatiqMessageInHandTooLong",
         "DramatiqMetricsEndpointDown",
     }
 

@@ -14,8 +14,6 @@ every value is escaped.
 
 from __future__ import annotations
 
-import importlib
-import reprlib
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,9 +27,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from ..config import Options
 from ..queue_state import redact
 from ..queue_state.dead_letters import ActionResult, DeadLetter, DeadLetterPage, DeadLetters
+from .arguments import ArgsRule
 from .conf import HealthSettings
 from .models import DeadLetter as DeadLetterModel
 from .monitoring import ERROR_CHARS, PERMANENT, RECORDS_APP, ago
@@ -42,51 +40,6 @@ PAGE_SIZE: Final = 50
 ACTIONS: Final = {"requeue": "Requeue", "delete": "Delete"}
 #: Message ids named in an admin log entry (the count is always exact).
 LOGGED_IDS: Final = 20
-
-
-@dataclass(frozen=True)
-class ArgsRule:
-    """Whether and how arguments are shown: the instrumentation's ``capture_args`` rules."""
-
-    show: bool = False
-    max_length: int = 1024
-    redactor: Any = None
-
-    @classmethod
-    def from_settings(cls, config: HealthSettings) -> ArgsRule:
-        given = config.INSTRUMENT_OPTIONS
-        try:
-            options = Options.resolve(
-                capture_args=given.get("capture_args"),
-                capture_args_max_length=given.get("capture_args_max_length"),
-            )
-        except ValueError:  # a malformed OTEL_PYTHON_DRAMATIQ_* variable: the workers say which
-            return cls()
-        redactor = config.REDACT_ARGS
-        if isinstance(redactor, str):
-            module, _, name = redactor.rpartition(".")
-            redactor = getattr(importlib.import_module(module), name)
-        return cls(options.capture_args, options.capture_args_max_length, redactor)
-
-    def render(self, letter: DeadLetter) -> str:
-        """The arguments as text (``""`` when not shown)."""
-        if not self.show or letter.message is None:
-            return ""
-        args, kwargs = letter.message.args, letter.message.kwargs
-        try:
-            if self.redactor is not None:
-                args, kwargs = self.redactor(letter.actor_name, args, kwargs)
-            text = _repr(args, self.max_length) + (f", {_repr(kwargs, self.max_length)}" if kwargs else "")
-        except Exception:  # a failing redactor shows nothing rather than what it should have hidden
-            return "<arguments hidden: REDACT_ARGS failed>"
-        text = redact(text)
-        return text if len(text) <= self.max_length else text[: self.max_length - 3] + "..."
-
-
-def _repr(value: Any, limit: int) -> str:
-    shorter = reprlib.Repr()
-    shorter.maxstring = shorter.maxother = limit
-    return shorter.repr(value)
 
 
 @dataclass(frozen=True)

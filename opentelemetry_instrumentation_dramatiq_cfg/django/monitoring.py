@@ -28,6 +28,7 @@ from django.utils.text import Truncator
 
 from ..queue_state import QueueStats, WorkerStats, redact
 from ..queue_state.base import STALLED
+from .busy import BusyRow, busy_rows
 from .conf import HealthSettings
 from .service import DISABLED, TaskService
 
@@ -139,6 +140,10 @@ class MonitoringPage:
     queues: list[QueueStats] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
     workers: list[WorkerRow] = field(default_factory=list)
+    #: The Busy section: messages in hand (oldest first), how many more, and the arguments column.
+    busy: list[BusyRow] = field(default_factory=list)
+    busy_more: int = 0
+    busy_args: bool = False
     #: Worker liveness comes from the registry (else from RabbitMQ consumer counts).
     registry: bool = True
     #: What the counts include: ``ready+unacked``, or ``ready`` (RabbitMQ without its management API).
@@ -177,6 +182,9 @@ class MonitoringPage:
     def worker_rows(self) -> SafeString:
         return SafeString("\n".join(row.html() for row in self.workers))
 
+    def busy_table_rows(self) -> SafeString:
+        return SafeString("\n".join(row.html() for row in self.busy))
+
     def failure_rows(self) -> SafeString:
         return SafeString("\n".join(row.html() for row in self.failures))
 
@@ -196,7 +204,7 @@ def build_page(config: HealthSettings | None = None, *, paused: bool = False) ->
         refresh_paused=paused and bool(config.MONITORING_REFRESH),
     )
     if page.status != DISABLED:
-        _broker_state(page, service)
+        _broker_state(page, service, config)
     page.records_installed = apps.is_installed(RECORDS_APP)
     if page.records_installed:
         try:
@@ -208,7 +216,7 @@ def build_page(config: HealthSettings | None = None, *, paused: bool = False) ->
     return page
 
 
-def _broker_state(page: MonitoringPage, service: TaskService) -> None:
+def _broker_state(page: MonitoringPage, service: TaskService, config: HealthSettings) -> None:
     snapshot = service.snapshot()  # the read health() made, not a second one
     if snapshot is None:
         page.error = service.error
@@ -227,6 +235,7 @@ def _broker_state(page: MonitoringPage, service: TaskService) -> None:
         snapshot.workers, key=lambda worker: (worker.status != "active", worker.host, worker.pid)
     )
     page.workers = [WorkerRow(worker, ago(now - worker.last_seen)) for worker in workers]
+    page.busy, page.busy_more, page.busy_args = busy_rows(snapshot.workers, config)
 
 
 def _records(page: MonitoringPage, config: HealthSettings) -> None:

@@ -9,7 +9,7 @@ all use this package. Readers are strictly read-only and time-limited::
     snapshot.queues        # (QueueStats(name, pending, delayed, dead_lettered, in_flight, consumers,
                            #             oldest_age), ...)
     snapshot.workers       # (WorkerStats(worker_id, host, pid, queues, threads, last_seen, status,
-                           #              processing, finished, busy_for), ...)
+                           #              processing, finished, busy_for, in_hand), ...)
     snapshot.active_workers
     snapshot.stalled_workers  # alive, but every thread stuck longer than stall_timeout
 

@@ -10,6 +10,7 @@ from typing import Any, Final, Protocol
 
 from dramatiq.common import q_name
 
+from .in_hand import MessageInHand, in_hand_of
 from .registry_store import RegistryStore, published, store_for_broker
 
 #: Seconds a read may take before it gives up with :class:`BrokerUnavailable`.
@@ -90,10 +91,13 @@ class WorkerStats:
     finished: int = 0
     #: Seconds every thread has been busy with none finished (0 when some thread is free).
     busy_for: float = 0.0
+    #: The message each busy thread held at its last beat, oldest first (see :mod:`.in_hand`).
+    in_hand: tuple[MessageInHand, ...] = ()
 
     def asdict(self) -> dict[str, Any]:
         data = asdict(self)
         data["queues"] = list(self.queues)
+        data["in_hand"] = [message.asdict() for message in self.in_hand]  # never the arguments
         return data
 
 
@@ -215,6 +219,7 @@ class BrokerReader:
             processing=int(record.get("processing", 0)),
             finished=int(record.get("finished", 0)),
             busy_for=round(busy_for, 3),
+            in_hand=in_hand_of(record),
         )
 
 

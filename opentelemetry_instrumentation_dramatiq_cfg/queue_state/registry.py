@@ -31,6 +31,9 @@ whose threads are partly idle, or that finishes messages (however slowly: each f
 lock, no broker call); the record is written by the beat, so a stall shows within one ``interval``
 of the stall timeout and clears within one ``interval`` of the next finished message. A stall
 timeout shorter than two beats is refused (:func:`beat_interval`).
+
+In hand: each record also lists, per busy worker thread, the message it holds (``in_hand``, see
+:mod:`.in_hand`), filled by the same hooks and written by the same beat.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from typing import Any, Final
 
 import dramatiq
 
+from .in_hand import InHand
 from .registry_store import (
     REDIS_KEY,
     RegistryStore,
@@ -174,6 +178,7 @@ class WorkerRegistry:
             "threads": int(getattr(worker, "worker_threads", 0)),
         }
         self.progress = Progress(self.record["threads"])
+        self.in_hand = InHand(broker, worker)
         self._redis_url = redis_url
         self._store: RegistryStore | None = None
         self._stop = threading.Event()
@@ -220,8 +225,9 @@ class WorkerRegistry:
         """One beat: the record, with ``last_seen`` the time its progress fields were taken at (the
         readers judge a stall on ``last_seen - busy_since``: what the record itself proves)."""
         progress = self.progress.fields()
+        in_hand = self.in_hand.entries()
         now = time.time()  # after the progress: busy_since <= last_seen
-        record = {**self.record, **progress, "last_seen": now, "interval": self.interval}
+        record = {**self.record, **progress, "in_hand": in_hand, "last_seen": now, "interval": self.interval}
         try:
             store = self.store
             if store is None:
@@ -261,6 +267,11 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         self._progress: dict[int, Progress] = {}
         #: thread ident -> its worker's progress (``None``: not a worker thread), filled on first use.
         self._by_thread: dict[int, Progress | None] = {}
+        #: thread ident -> (since, message, process span or None): the message each worker thread
+        #: holds, shared by this middleware's workers (see :mod:`.in_hand`).
+        self.in_hand: dict[int, tuple[float, Any, Any]] = {}
+        #: Characters of arguments the records may carry; ``None`` (default): none.
+        self.args_limit: int | None = None
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         try:
@@ -269,6 +280,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
                     broker, worker, interval=self.interval, redis_url=self.redis_url
                 )
                 self._progress[id(worker.work_queue)] = registry.progress
+                registry.in_hand.held, registry.in_hand.args_limit = self.in_hand, self.args_limit
                 self._by_thread.clear()
         except Exception:
             _logger.debug("Worker registry: boot hook failed", exc_info=True)
@@ -286,11 +298,13 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
             self._progress.pop(id(getattr(worker, "work_queue", None)), None)
             self._by_thread.clear()  # thread idents are reused once threads end
 
-    def before_process_message(self, broker: Any, message: Any) -> None:
+    def before_process_message(self, broker: Any, message: Any, span: Any = None) -> None:
+        """``span``: the OpenTelemetry middleware's process span, kept for the in-hand trace id."""
         ident = threading.get_ident()
         progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
         if progress is not None:
             progress.started(ident)
+            self.in_hand[ident] = (time.time(), message, span)
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -299,6 +313,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         progress = self._by_thread[ident] if ident in self._by_thread else self._thread_progress(ident)
         if progress is not None:
             progress.ended(ident)
+            self.in_hand.pop(ident, None)
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         self.after_process_message(broker, message)
