@@ -25,6 +25,9 @@ Option (keyword argument)                         Environment variable          
 ``queue_metrics_enabled`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_ENABLED``  true
 ``queue_metrics_interval`` (seconds, >= 0)        ``OTEL_PYTHON_DRAMATIQ_QUEUE_METRICS_INTERVAL``  10
 ``stall_timeout`` (seconds, >= 0)                 ``OTEL_PYTHON_DRAMATIQ_STALL_TIMEOUT``    600
+``worker_timeout`` (seconds, > 0)                 ``OTEL_PYTHON_DRAMATIQ_WORKER_TIMEOUT``   health view's
+``registry_interval`` (seconds, > 0)              ``OTEL_PYTHON_DRAMATIQ_REGISTRY_INTERVAL``  5
+``registry_redis_url`` (Redis URL)                ``OTEL_PYTHON_DRAMATIQ_REGISTRY_REDIS_URL``  none
 ``suppress_broker_spans`` (bool)                  ``OTEL_PYTHON_DRAMATIQ_SUPPRESS_BROKER_SPANS``  true
 ================================================  =====================================  =========
 
@@ -37,7 +40,12 @@ that fails for good, the second once per processed attempt (see :mod:`.hooks`).
 the messaging semantic-convention metrics); the queue-state gauges follow ``queue_metrics_enabled``.
 
 ``stall_timeout``: a live worker whose every thread has held a message with none finished for longer
-is counted ``stalled`` by the ``dramatiq.worker.count`` gauge (see :mod:`.queue_state.registry`).
+is counted ``stalled`` by the ``dramatiq.worker.count`` gauge (see :mod:`.queue_state.registry`); it
+must be at least two ``registry_interval`` beats (the default beat is 5 s, or half the stall timeout
+when shorter). ``worker_timeout``: a worker unseen for longer is counted ``stale``; by default the
+health view's (``DRAMATIQ_HEALTH["WORKER_TIMEOUT"]`` where the Django app runs), else 60.
+``registry_redis_url``: where the registry lives beside any broker (see
+:mod:`.queue_state.registry_store`).
 
 Exceptions of failed sends and attempts are recorded as span events, log events (to
 ``logger_provider``) or both, as ``OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN`` says (see
@@ -56,7 +64,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Union
 
 from opentelemetry._logs import LoggerProvider
@@ -65,6 +73,7 @@ from opentelemetry.trace import Span, TracerProvider
 
 from .hooks import TaskHook
 from .queue_state.base import DEFAULT_STALL_TIMEOUT
+from .queue_state.registry import beat_interval
 
 if TYPE_CHECKING:
     from dramatiq import Message
@@ -130,8 +139,19 @@ class Options:
     #: Minimum seconds between two broker reads for the queue gauges.
     queue_metrics_interval: float = DEFAULT_QUEUE_METRICS_INTERVAL
     #: Seconds every thread of a live worker may hold a message with none finished before the
-    #: `dramatiq.worker.count` gauge counts it `stalled` (Redis and StubBroker; see the reliability page).
+    #: `dramatiq.worker.count` gauge counts it `stalled` (wherever the worker registry has a store; see the
+    #: reliability page).
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    #: Seconds without a registry beat before the `dramatiq.worker.count` gauge counts a worker `stale`;
+    #: `None`: as the health view, `DRAMATIQ_HEALTH["WORKER_TIMEOUT"]` where the Django app runs, else 60.
+    worker_timeout: float | None = None
+    #: Seconds between two worker-registry beats of a worker process; `None`: 5, or half of
+    #: `stall_timeout` when that is shorter. A `stall_timeout` shorter than two beats is refused.
+    registry_interval: float | None = None
+    #: A Redis (`redis://host:6379/0`) keeping the worker registry beside any broker (RabbitMQ
+    #: included); `None`: the Redis broker's own Redis, else the Django database where the Django app
+    #: is installed (see the Django page). Never logged.
+    registry_redis_url: str | None = field(default=None, repr=False)
     #: Run Dramatiq's own broker traffic (polling, acks, heartbeats, delayed-message moves, this
     #: package's registry and gauges) and an enqueue's RabbitMQ publish with instrumentation suppressed.
     suppress_broker_spans: bool = True
@@ -158,6 +178,9 @@ class Options:
         queue_metrics_enabled: bool | None = None,
         queue_metrics_interval: float | None = None,
         stall_timeout: float | None = None,
+        worker_timeout: float | None = None,
+        registry_interval: float | None = None,
+        registry_redis_url: str | None = None,
         suppress_broker_spans: bool | None = None,
     ) -> Options:
         """Options from keyword arguments, falling back to the environment, then to defaults."""
@@ -166,6 +189,10 @@ class Options:
             max_length = _env_int("CAPTURE_ARGS_MAX_LENGTH", DEFAULT_CAPTURE_ARGS_MAX_LENGTH)
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
             raise ValueError(f"capture_args_max_length must be a positive integer, got {max_length!r}")
+        stall = _seconds("stall_timeout", stall_timeout, DEFAULT_STALL_TIMEOUT)
+        interval = _optional_seconds("registry_interval", registry_interval)
+        if interval is not None:
+            beat_interval(stall, interval)  # a stall timeout shorter than two beats: ValueError
         return cls(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
@@ -184,7 +211,10 @@ class Options:
             metrics_set=_choice("metrics_set", metrics_set, METRICS_SETS),
             queue_metrics_enabled=_flag("queue_metrics_enabled", queue_metrics_enabled, default=True),
             queue_metrics_interval=_seconds("queue_metrics_interval", queue_metrics_interval),
-            stall_timeout=_seconds("stall_timeout", stall_timeout, DEFAULT_STALL_TIMEOUT),
+            stall_timeout=stall,
+            worker_timeout=_optional_seconds("worker_timeout", worker_timeout),
+            registry_interval=interval,
+            registry_redis_url=_url("registry_redis_url", registry_redis_url),
             suppress_broker_spans=_flag("suppress_broker_spans", suppress_broker_spans, default=True),
         )
 
@@ -234,6 +264,32 @@ def _seconds(option: str, value: float | None, default: float = DEFAULT_QUEUE_ME
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
         raise ValueError(f"{option} must be a number of seconds >= 0, got {value!r}")
     return float(value)
+
+
+def _optional_seconds(option: str, value: float | None) -> float | None:
+    """A positive number of seconds from the keyword or the variable; ``None`` when neither is set."""
+    if value is None:
+        raw = os.environ.get(_env_name(option), "").strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{_env_name(option)} must be a number of seconds, got {raw!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 3600:
+        raise ValueError(f"{option} must be a number of seconds in (0, 3600), got {value!r}")
+    return float(value)
+
+
+def _url(option: str, value: str | None) -> str | None:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL (never repeated in errors: it may hold a password)."""
+    if value is None:
+        value = os.environ.get(_env_name(option), "").strip() or None
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{option} must be a redis://, rediss:// or unix:// URL")
+    return value
 
 
 def _env_int(option: str, default: int) -> int:

@@ -46,7 +46,7 @@ from opentelemetry.metrics import (
 
 from . import semconv
 from .config import METRICS_ALL, METRICS_GUIDE, METRICS_SEMCONV, METRICS_SETS
-from .queue_state.base import DEFAULT_STALL_TIMEOUT
+from .queue_state.base import DEFAULT_STALL_TIMEOUT, worker_timeout
 from .version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -265,10 +265,12 @@ class QueueGauges:
     empty; Redis and StubBroker only: RabbitMQ cannot tell without consuming), each with the
     ``queue_name`` attribute, and ``dramatiq.worker.count`` with ``queue_name`` and ``status``
     (``active``/``stale``/``stalled``): the workers consuming each queue, as the health view counts
-    them (the worker registry on Redis and the StubBroker, consumer counts on RabbitMQ, which has
-    neither ``stale`` nor ``stalled``). ``stalled``: alive, every thread busy with no message finished
-    for ``stall_timeout`` seconds (option of the same name, default 600). A queue nobody consumes reports
-    ``active`` 0, so an alert can tell it from an unread broker.
+    them (the worker registry wherever it has a store, see :mod:`.queue_state.registry_store`; else
+    consumer counts on RabbitMQ, which have neither ``stale`` nor ``stalled``). ``stalled``: alive,
+    every thread busy with no message finished for ``stall_timeout`` seconds (option of the same name,
+    default 600); ``stale``: unseen for ``worker_timeout`` seconds, by default the health view's
+    (``DRAMATIQ_HEALTH["WORKER_TIMEOUT"]`` where the Django app runs, else 60). A queue nobody
+    consumes reports ``active`` 0, so an alert can tell it from an unread broker.
 
     One collection reads each watched broker once (one round trip for all its queues and the worker
     registry on Redis) and the snapshot is reused for ``min_interval`` seconds, however
@@ -282,10 +284,15 @@ class QueueGauges:
         min_interval: float,
         timeout: float,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        worker_timeout: float | None = None,
     ) -> None:
         self.min_interval = min_interval
         self.timeout = timeout
         self.stall_timeout = stall_timeout
+        #: ``None``: the health view's (published by the Django app), else 60 s.
+        self.worker_timeout = worker_timeout
+        #: The registry's Redis beside the broker (``None``: the variable, else the usual choice).
+        self.registry_redis_url: str | None = None
         self._lock = threading.Lock()
         self._readers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._read_at = -math.inf
@@ -360,8 +367,11 @@ class QueueGauges:
         try:
             reader = self._readers.get(broker)
             if reader is None:
-                reader = self._readers[broker] = reader_for_broker(broker, timeout=self.timeout)
+                reader = self._readers[broker] = reader_for_broker(
+                    broker, timeout=self.timeout, registry_redis_url=self.registry_redis_url
+                )
             reader.stall_timeout = self.stall_timeout
+            reader.worker_timeout = worker_timeout(self.worker_timeout)
             snapshot = reader.read()
         except Exception as exc:  # unreadable broker: no series rather than a misleading zero
             _logger.debug("Queue gauges: cannot read %s: %s", type(broker).__name__, exc)
@@ -418,6 +428,7 @@ def queue_gauges_for(
     min_interval: float,
     timeout: float,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    worker_timeout: float | None = None,
 ) -> QueueGauges:
     """The queue gauges of ``meter_provider``, registered once per provider."""
     with _gauges_lock:
@@ -428,4 +439,5 @@ def queue_gauges_for(
         gauges = cached[1]
         gauges.min_interval = min(gauges.min_interval, min_interval)
         gauges.stall_timeout = stall_timeout
+        gauges.worker_timeout = worker_timeout
         return gauges

@@ -32,7 +32,7 @@ from .config import AnyMessage, Options
 from .exception_signal import ExceptionRecorder, ExceptionSignal
 from .metrics import Instruments, instruments_for, queue_gauges_for, reader_probe
 from .processing import current_message
-from .queue_state.registry import WorkerRegistryMiddleware
+from .queue_state.registry import WorkerRegistryMiddleware, beat_interval
 from .sending import abandon_sends, guarded_enqueue
 from .version import __version__
 
@@ -73,6 +73,8 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
     def configure(self, **options: Any) -> None:
         """Replace the options (used by the instrumentor on a middleware listed by dotted path)."""
         self.options = Options.resolve(**options)
+        self._registry.interval = beat_interval(self.options.stall_timeout, self.options.registry_interval)
+        self._registry.redis_url = self.options.registry_redis_url
         self._tracer = trace.get_tracer(
             __name__,
             __version__,
@@ -113,10 +115,13 @@ class OpenTelemetryMiddleware(Middleware):  # type: ignore[misc]
                 self.options.queue_metrics_interval,
                 READ_TIMEOUT,
                 self.options.stall_timeout,
+                self.options.worker_timeout,
             )
             if self.options.metrics_enabled and self.options.queue_metrics_enabled
             else None
         )
+        if self._queue_gauges is not None and self.options.registry_redis_url is not None:
+            self._queue_gauges.registry_redis_url = self.options.registry_redis_url
 
     def _recording_instruments(self) -> Instruments | None:
         """The instruments a message records (decided once per message, so that both its hooks agree)."""

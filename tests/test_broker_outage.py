@@ -414,6 +414,7 @@ def rescue(
         "OUTAGE_MAINTENANCE_CHANCE": "1000000",
         "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port()),
     }
+    started = time.time()
     with (tmp_path / "rescue.log").open("w") as log:  # a session of its own: nothing outlives the test
         workers = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -422,6 +423,10 @@ def rescue(
         wait_until(
             lambda: set(seqs) <= set(processed(out)), timeout=60, what="held messages run by a new worker"
         )
+        # Both worker processes booted: the main process installs its SIGTERM handler only once every
+        # worker is ready, and a SIGTERM before that kills it (the worker's spans are then lost).
+        port = int(env["OUTAGE_PORT"])
+        wait_until(lambda: workers_attached("redis", None, port, namespace, started), what="rescue boot")
         workers.send_signal(signal.SIGTERM)  # to the main process only: it stops its workers cleanly
         workers.wait(60)
     finally:

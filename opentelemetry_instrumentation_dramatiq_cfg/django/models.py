@@ -39,3 +39,25 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"dead letters of {self.queue}"
+
+
+class WorkerRecord(models.Model):
+    """One worker process's registry record, where the Django database is the registry's store (a
+    broker without a Redis of its own, e.g. RabbitMQ; see :mod:`.registry_store`).
+
+    Written by each worker process once per beat (one upsert), deleted on a clean stop, pruned an
+    hour after its last beat; read by the health view, the monitoring page and the gauges.
+    """
+
+    worker_id = models.CharField(max_length=255, primary_key=True)
+    #: The beat's wall-clock time (seconds since the epoch), as in the record.
+    last_seen = models.FloatField(db_index=True)
+    record = models.JSONField()
+
+    class Meta:
+        default_permissions = ()
+        verbose_name = "worker record"
+        verbose_name_plural = "worker records"
+
+    def __str__(self) -> str:
+        return self.worker_id

@@ -25,7 +25,7 @@ from .conf import HealthSettings, health_settings
 
 __all__ = ["DEGRADED", "DISABLED", "HEALTHY", "UNHEALTHY", "TaskService", "get_task_service"]
 
-_readers: weakref.WeakKeyDictionary[Any, dict[tuple[float, float, float, str | None], QueueStateReader]] = (
+_readers: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], QueueStateReader]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -73,7 +73,15 @@ class TaskService:
         """The broker's reader, kept between requests so its connection is reused."""
         broker = self.broker()
         management = self.config.RABBITMQ_MANAGEMENT_URL
-        key = (self.config.TIMEOUT, self.config.WORKER_TIMEOUT, self.config.STALL_TIMEOUT, management)
+        registry_url = self.config.REGISTRY_REDIS_URL
+        key = (
+            self.config.TIMEOUT,
+            self.config.WORKER_TIMEOUT,
+            self.config.STALL_TIMEOUT,
+            management,
+            registry_url,
+            self.config.REGISTRY_DATABASE,
+        )
         readers = _readers.setdefault(broker, {})
         if key not in readers:
             readers[key] = reader_for_broker(
@@ -82,6 +90,7 @@ class TaskService:
                 worker_timeout=self.config.WORKER_TIMEOUT,
                 stall_timeout=self.config.STALL_TIMEOUT,
                 rabbitmq_management_url=management,
+                registry_redis_url=registry_url,
             )
         return readers[key]
 

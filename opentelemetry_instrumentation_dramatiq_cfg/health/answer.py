@@ -89,11 +89,14 @@ def answer(
         "total_pending_tasks": snapshot.total_pending,
         # what the counts include: "ready+unacked", or "ready" (RabbitMQ without its management API)
         "counts": snapshot.counts,
+        # where the worker registry lives ("redis", "redis-url", "django-db", "memory"), or None
+        "registry_store": snapshot.store,
     }
     if snapshot.registry:
         body.update(stall_summary(stalled, config.STALL_TIMEOUT))
-    if "management_api_error" in snapshot.meta:
-        body["management_api_error"] = snapshot.meta["management_api_error"]
+    for key in ("management_api_error", "registry_error"):
+        if key in snapshot.meta:
+            body[key] = snapshot.meta[key]
     if details:
         body["queues"] = queue_stats(snapshot)
         body["workers"] = workers

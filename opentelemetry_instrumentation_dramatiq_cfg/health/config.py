@@ -48,10 +48,12 @@ class HealthConfig:
     TIMEOUT: float = 2.0
     #: Active workers needed for `healthy`; fewer is `degraded`.
     MIN_WORKERS: int = 1
-    #: Seconds without a registry beat before a worker is `stale`.
+    #: Seconds without a registry beat before a worker is `stale`. The Django app's `DRAMATIQ_HEALTH`
+    #: defaults it to `OTEL_PYTHON_DRAMATIQ_WORKER_TIMEOUT`, which the `dramatiq.worker.count` gauge follows.
     WORKER_TIMEOUT: float = 60.0
     #: Seconds every thread of a live worker may hold a message with none finished before the worker is
-    #: `stalled` and the answer `degraded` (Redis and StubBroker: RabbitMQ has no worker registry).
+    #: `stalled` and the answer `degraded`. Needs a worker registry store (always on Redis; on RabbitMQ a
+    #: Redis named by `OTEL_PYTHON_DRAMATIQ_REGISTRY_REDIS_URL`, or the Django database).
     STALL_TIMEOUT: float = 600.0
     #: Who sees `queues` and `workers` over HTTP: `"public"`, `"staff"` (a staff user, or the token; outside
     #: Django, where there are no users, the token only) or `"token"` (the token only). The summary is

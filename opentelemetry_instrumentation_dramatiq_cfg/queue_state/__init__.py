@@ -14,7 +14,8 @@ all use this package. Readers are strictly read-only and time-limited::
     snapshot.stalled_workers  # alive, but every thread stuck longer than stall_timeout
 
 Workers are the processes that registered through :class:`WorkerRegistryMiddleware` (or the
-OpenTelemetry middleware, which calls it): see :mod:`.registry`.
+OpenTelemetry middleware, which calls it): see :mod:`.registry`, and :mod:`.registry_store` for where
+the records live (``snapshot.store``) and how other modules join the registry's beat.
 """
 
 from __future__ import annotations
@@ -62,11 +63,14 @@ def reader_for_broker(
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     rabbitmq_management_url: str | None = None,
+    registry_redis_url: str | None = None,
 ) -> QueueStateReader:
     """The reader for this broker's type (Redis, RabbitMQ or Stub, subclasses included).
 
     ``rabbitmq_management_url`` (default: ``DRAMATIQ_RABBITMQ_MANAGEMENT_URL``) makes a RabbitMQ
-    reader count unacknowledged messages too, through the management HTTP API."""
+    reader count unacknowledged messages too, through the management HTTP API.
+    ``registry_redis_url`` (default: ``OTEL_PYTHON_DRAMATIQ_REGISTRY_REDIS_URL``) reads the worker
+    registry from that Redis, beside any broker (see :mod:`.registry_store` for the store chosen)."""
     reader: type[Any]
     options: dict[str, Any] = {}
     if _is_a(broker, "dramatiq.brokers.stub", "StubBroker"):
@@ -83,7 +87,12 @@ def reader_for_broker(
             "supported brokers are RedisBroker, RabbitmqBroker and StubBroker"
         )
     result: QueueStateReader = reader(
-        broker, timeout=timeout, worker_timeout=worker_timeout, stall_timeout=stall_timeout, **options
+        broker,
+        timeout=timeout,
+        worker_timeout=worker_timeout,
+        stall_timeout=stall_timeout,
+        registry_redis_url=registry_redis_url,
+        **options,
     )
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -10,6 +11,7 @@ from typing import Any, Final, Protocol
 from dramatiq.common import q_name
 
 from .in_hand import MessageInHand, in_hand_of
+from .registry_store import RegistryStore, published, store_for_broker
 
 #: Seconds a read may take before it gives up with :class:`BrokerUnavailable`.
 DEFAULT_TIMEOUT: Final = 2.0
@@ -111,6 +113,9 @@ class BrokerSnapshot:
     meta: dict[str, Any] = field(default_factory=dict)
     #: :data:`READY_AND_UNACKED` or :data:`READY_ONLY`: what the counts include.
     counts: str = READY_AND_UNACKED
+    #: Where the worker registry was read from (``redis``, ``redis-url``, ``memory``, ``django-db``;
+    #: see :mod:`.registry_store`), ``None`` when this broker has none.
+    store: str | None = None
 
     @property
     def active_workers(self) -> int:
@@ -132,8 +137,12 @@ class QueueStateReader(Protocol):
     """Reads queue counts and workers of one broker; strictly read-only."""
 
     timeout: float
+    #: Seconds without a registry beat before a worker is ``stale``.
+    worker_timeout: float
     #: Seconds every thread of a live worker may be busy with none finished before it is ``stalled``.
     stall_timeout: float
+    #: Where the worker registry is read from (see :mod:`.registry_store`); ``None``: nowhere.
+    store: RegistryStore | None
 
     def read(self, queue_names: Iterable[str] | None = None) -> BrokerSnapshot:
         """Counts for ``queue_names`` (default: the broker's declared queues); one round trip where
@@ -155,18 +164,44 @@ class BrokerReader:
         timeout: float = DEFAULT_TIMEOUT,
         worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        registry_redis_url: str | None = None,
     ) -> None:
         self.broker = broker
         self.timeout = validate_timeout(timeout)
         self.worker_timeout = worker_timeout
         self.stall_timeout = stall_timeout
+        #: Where the worker registry is read from (see :mod:`.registry_store`); ``None``: nowhere.
+        self.store: RegistryStore | None = self._store(registry_redis_url)
+
+    def _store(self, redis_url: str | None) -> RegistryStore | None:
+        return store_for_broker(self.broker, redis_url=redis_url, timeout=self.timeout)
+
+    def workers(self, now: float) -> tuple[tuple[WorkerStats, ...], str | None]:
+        """The registered workers, and why they could not be read (``None`` when they could).
+
+        Raises nothing: a store outage beside the broker leaves the counts readable."""
+        if self.store is None:
+            return (), None
+        try:
+            records = self.store.read()
+        except Exception as exc:
+            return (), redact(f"worker registry ({self.store.name}) could not be read: {exc}")
+        return self.judge(records, now), None
+
+    def judge(self, records: dict[str, dict[str, Any]], now: float) -> tuple[WorkerStats, ...]:
+        return tuple(self.worker(worker_id, record, now) for worker_id, record in sorted(records.items()))
 
     def worker(self, worker_id: str, record: dict[str, Any], now: float) -> WorkerStats:
         """A registry record as :class:`WorkerStats`: ``stale`` if not seen within the worker timeout,
-        ``stalled`` if every thread has been busy with none finished for longer than the stall one."""
+        ``stalled`` if every thread has been busy with none finished for longer than the stall one.
+
+        ``busy_for`` is what the record proves: its beat's time (``last_seen``) minus ``busy_since``,
+        both taken together by the worker. Not ``now - busy_since``: the record may be a beat old,
+        and a message may have finished since, so that would call a worker that keeps finishing
+        messages stalled. A stuck worker's next beats prove it, within one beat of the timeout."""
         last_seen = float(record.get("last_seen", 0))
         busy_since = record.get("busy_since")
-        busy_for = max(0.0, now - float(busy_since)) if isinstance(busy_since, int | float) else 0.0
+        busy_for = max(0.0, last_seen - float(busy_since)) if isinstance(busy_since, int | float) else 0.0
         if now - last_seen > self.worker_timeout:
             status = STALE
         elif busy_for > self.stall_timeout:
@@ -186,6 +221,21 @@ class BrokerReader:
             busy_for=round(busy_for, 3),
             in_hand=in_hand_of(record),
         )
+
+
+def worker_timeout(value: float | None = None) -> float:
+    """``value``, else the health view's worker timeout published in this process (the Django app
+    publishes ``DRAMATIQ_HEALTH["WORKER_TIMEOUT"]``), else ``OTEL_PYTHON_DRAMATIQ_WORKER_TIMEOUT``,
+    else :data:`DEFAULT_WORKER_TIMEOUT`."""
+    if value is not None:
+        return value
+    if "worker_timeout" in published:
+        return float(published["worker_timeout"])
+    raw = os.environ.get("OTEL_PYTHON_DRAMATIQ_WORKER_TIMEOUT", "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_WORKER_TIMEOUT
+    except ValueError:
+        return DEFAULT_WORKER_TIMEOUT
 
 
 def waiting_since(payload: Any) -> float | None:

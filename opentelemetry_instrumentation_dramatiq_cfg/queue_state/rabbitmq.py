@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import pika
@@ -49,7 +51,7 @@ _CONNECT_ERRORS = (pika.exceptions.AMQPError, AMQPConnectorException, OSError)
 class RabbitmqQueueState(BrokerReader):
     """Read-only view of a ``RabbitmqBroker``'s queues."""
 
-    def __init__(self, broker: Any, *, management_url: str | None = None, **timeouts: float) -> None:
+    def __init__(self, broker: Any, *, management_url: str | None = None, **timeouts: Any) -> None:
         super().__init__(broker, **timeouts)
         parameters = broker.parameters
         self._parameters = [
@@ -81,13 +83,25 @@ class RabbitmqQueueState(BrokerReader):
     def read(self, queue_names: Iterable[str] | None = None) -> BrokerSnapshot:
         names = canonical_queues(self.broker, queue_names)
         if self._management is None:
-            return self._read_ready(names)
-        try:
-            return self._read_management(self._management, names)
-        except BrokerUnavailable as exc:  # still answer, with the ready-only counts, and say why
             snapshot = self._read_ready(names)
-            snapshot.meta["management_api_error"] = str(exc)
+        else:
+            try:
+                snapshot = self._read_management(self._management, names)
+            except BrokerUnavailable as exc:  # still answer, with the ready-only counts, and say why
+                snapshot = self._read_ready(names)
+                snapshot.meta["management_api_error"] = str(exc)
+        return self._with_registry(snapshot)
+
+    def _with_registry(self, snapshot: BrokerSnapshot) -> BrokerSnapshot:
+        """The snapshot with the workers of the registry store, if there is one and it answers
+        (else liveness stays with the consumer counts, and ``meta["registry_error"]`` says why)."""
+        if self.store is None:
             return snapshot
+        workers, error = self.workers(time.time())
+        if error is not None:
+            snapshot.meta["registry_error"] = error
+            return replace(snapshot, store=self.store.name)
+        return replace(snapshot, workers=workers, registry=True, store=self.store.name)
 
     def _read_management(self, api: ManagementAPI, names: list[str]) -> BrokerSnapshot:
         found = api.queues(self._vhost)

@@ -20,7 +20,7 @@ from typing import Any, Final
 import redis
 
 from .base import BrokerReader, BrokerSnapshot, BrokerUnavailable, QueueStats, age, canonical_queues
-from .registry import decode_record, redis_key
+from .registry_store import STORE_REDIS, RedisStore, decode_hash
 
 #: KEYS: (queue list, queue payload hash) pairs. Returns, per pair, the due time in ms of the list's
 #: head message (max of ``message_timestamp`` and ``options.eta``), false for an empty list, -1 when
@@ -50,7 +50,7 @@ return due
 class RedisQueueState(BrokerReader):
     """Read-only view of a ``RedisBroker``'s queues and registered workers."""
 
-    def __init__(self, broker: Any, **timeouts: float) -> None:
+    def __init__(self, broker: Any, **timeouts: Any) -> None:
         super().__init__(broker, **timeouts)
         self.namespace: str = broker.namespace
         kwargs = dict(broker.client.connection_pool.connection_kwargs)
@@ -60,6 +60,8 @@ class RedisQueueState(BrokerReader):
         )
         self._client = redis.Redis(connection_pool=self._pool)
         self.address = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}".rstrip(":")
+        if self.store is not None and self.store.name == STORE_REDIS:  # read with the counts
+            self.store = RedisStore(self._client, self.namespace, STORE_REDIS)
 
     def __repr__(self) -> str:  # never the connection kwargs: they hold the password
         return f"RedisQueueState(address={self.address!r}, namespace={self.namespace!r})"
@@ -73,7 +75,9 @@ class RedisQueueState(BrokerReader):
             pipe.hlen(f"{ns}:{name}.msgs")
             pipe.hlen(f"{ns}:{name}.DQ.msgs")
             pipe.zcard(f"{ns}:{name}.XQ")
-        pipe.hgetall(redis_key(ns))
+        same_server = isinstance(self.store, RedisStore) and self.store.name == STORE_REDIS
+        if same_server:
+            pipe.hgetall(self.store.key)  # type: ignore[union-attr]
         if names:
             keys = [key for name in names for key in (f"{ns}:{name}", f"{ns}:{name}.msgs")]
             pipe.execute_command("EVAL_RO", _HEAD_DUE_SCRIPT, len(keys), *keys)  # type: ignore[no-untyped-call]
@@ -81,7 +85,8 @@ class RedisQueueState(BrokerReader):
             results = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"Redis at {self.address} could not be read: {exc}") from None
-        counts, registry = results[: 4 * len(names)], results[4 * len(names)]
+        counts = results[: 4 * len(names)]
+        registry = results[4 * len(names)] if same_server else {}
         for result in (*counts, registry):
             if isinstance(result, Exception):
                 raise BrokerUnavailable(f"Redis at {self.address} could not be read: {result}")
@@ -96,13 +101,16 @@ class RedisQueueState(BrokerReader):
             )
             in_flight = max(0, payloads - pending)
             queues.append(QueueStats(name, pending, delayed, dead, in_flight, oldest_age=oldest_age))
-        workers = []
-        for worker_id, raw in sorted(registry.items()):
-            record = decode_record(raw)
-            if record is not None:
-                name = worker_id.decode() if isinstance(worker_id, bytes) else str(worker_id)
-                workers.append(self.worker(name, record, now))
-        return BrokerSnapshot("redis", tuple(queues), tuple(workers), meta={"namespace": ns})
+        meta: dict[str, Any] = {"namespace": ns}
+        if same_server:
+            workers = self.judge(decode_hash(registry), now)
+        else:  # a Redis of its own (registry_redis_url): a store outage leaves the counts readable
+            workers, error = self.workers(now)
+            if error is not None:
+                meta["registry_error"] = error
+        store = self.store.name if self.store is not None else None
+        registry = "registry_error" not in meta
+        return BrokerSnapshot("redis", tuple(queues), workers, registry, meta=meta, store=store)
 
     def ping(self) -> bool:
         try:

@@ -6,26 +6,32 @@ written only from worker hooks: when a ``Worker`` boots (the ``dramatiq`` comman
 ``Worker`` started in code), every ``interval`` seconds while it runs (a daemon thread), and when it
 stops. Readers never write it.
 
-Where it lives: on Redis, the hash ``<namespace>:__otel_workers__`` (field: worker id, value: JSON with
-host, pid, queues, threads, last_seen and the progress fields below); on the StubBroker, this
-process's memory; on RabbitMQ there is no store (liveness comes from consumer counts, and a stalled
-worker cannot be told). Cost: one ``HSET`` per worker process every ``interval`` seconds (5 by
-default), plus an ``HDEL`` of entries unseen for an hour once a minute.
+Where it lives: a store (see :mod:`.registry_store`): the Redis broker's own Redis, a Redis named by
+``OTEL_PYTHON_DRAMATIQ_REGISTRY_REDIS_URL`` beside any broker, the Django database when the Django
+app is installed, or the StubBroker's memory; with none (RabbitMQ alone) liveness comes from
+consumer counts and a stalled worker cannot be told. One record per worker process: host, pid,
+queues, threads, ``last_seen``, ``interval`` and the progress fields below. Cost: one write per worker
+process per beat (``interval`` seconds: 5, or half the stall timeout when shorter), plus a prune of
+entries unseen for an hour once a minute.
 
-:class:`WorkerRegistryMiddleware` drives it; the OpenTelemetry middleware calls the same hooks,
-so listing both never registers a worker twice (same worker id). Its ``worker_id()`` tells a worker
-thread which worker it works for (the OpenTelemetry middleware's ``messaging.client.id``).
+Worker ids are ``host:pid:<16 random hex digits>``, drawn once per ``Worker`` object from the OS's
+random source: unique even across containers that share a hostname and a pid.
+:class:`WorkerRegistryMiddleware` drives it; the OpenTelemetry middleware calls the same hooks, so
+listing both never registers a worker twice (one id per ``Worker`` object). Its ``worker_id()`` tells
+a worker thread which worker it works for (the OpenTelemetry middleware's ``messaging.client.id``).
 
 Progress: a worker that beats is alive, not necessarily working. Each record also carries
 ``processing`` (messages between ``before_process_message`` and their after-hook in that worker),
 ``finished`` (messages it finished since it started) and ``busy_since`` (wall-clock time since when
 *every* worker thread has held a message with none finished, ``null`` otherwise). Readers call a
-worker ``stalled`` once ``busy_since`` is older than their stall timeout (see
+worker ``stalled`` once ``last_seen - busy_since`` (both taken by the same beat: what the record
+proves, however old it is when read) exceeds their stall timeout (see
 :data:`~.base.DEFAULT_STALL_TIMEOUT`): every thread stuck, e.g. on a call without timeout. A worker
-whose threads are partly idle, or that finishes messages, is never stalled. Counting costs a few
-dict operations per message (no lock, no broker call); the record is written by the beat, so a stall
-shows within one ``interval`` of the stall timeout and clears within one ``interval`` of the next
-finished message.
+whose threads are partly idle, or that finishes messages (however slowly: each finish moves
+``busy_since`` past it), is never stalled. Counting costs a few dict operations per message (no
+lock, no broker call); the record is written by the beat, so a stall shows within one ``interval``
+of the stall timeout and clears within one ``interval`` of the next finished message. A stall
+timeout shorter than two beats is refused (:func:`beat_interval`).
 
 In hand: each record also lists, per busy worker thread, the message it holds (``in_hand``, see
 :mod:`.in_hand`), filled by the same hooks and written by the same beat.
@@ -33,9 +39,9 @@ In hand: each record also lists, per busy worker thread, the message it holds (`
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -45,29 +51,76 @@ from typing import Any, Final
 import dramatiq
 
 from .in_hand import InHand
+from .registry_store import (
+    REDIS_KEY,
+    RegistryStore,
+    decode_record,
+    memory_registry,
+    store_for_broker,
+)
 
 _logger = logging.getLogger(__name__)
 
-#: Seconds between two beats of a running worker.
+#: Seconds between two beats of a running worker, unless the stall timeout asks for more often.
 DEFAULT_INTERVAL: Final = 5.0
+#: The variable setting the beat interval (``registry_interval`` of the instrumentation).
+INTERVAL_VARIABLE: Final = "OTEL_PYTHON_DRAMATIQ_REGISTRY_INTERVAL"
 #: Registry entries not seen for this long are deleted by the writers.
 FORGET_AFTER: Final = 3600.0
-REDIS_KEY: Final = "__otel_workers__"
 
-#: StubBroker registries (this process only): broker -> worker id -> record.
-memory_registry: weakref.WeakKeyDictionary[Any, dict[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "FORGET_AFTER",
+    "REDIS_KEY",
+    "Progress",
+    "WorkerRegistry",
+    "WorkerRegistryMiddleware",
+    "beat_interval",
+    "decode_record",
+    "memory_registry",
+    "new_worker_id",
+    "redis_key",
+]
 
 
 def redis_key(namespace: str) -> str:
     return f"{namespace}:{REDIS_KEY}"
 
 
-def decode_record(raw: Any) -> dict[str, Any] | None:
-    try:
-        record = json.loads(raw)
-    except (TypeError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_ids_lock = threading.Lock()
+
+
+def worker_id_of(worker: Any) -> str:
+    """The registry id of ``worker``: one per ``Worker`` object, whichever middleware asks."""
+    with _ids_lock:
+        try:
+            return _ids.setdefault(worker, new_worker_id())
+        except TypeError:  # not weakly referenceable
+            return new_worker_id()
+
+
+def new_worker_id() -> str:
+    """``host:pid:random``: readable, and unique by construction (64 random bits from the OS, so two
+    containers with the same hostname and pid, even with address-space randomisation off, differ)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
+
+
+def beat_interval(stall_timeout: float, interval: float | None = None) -> float:
+    """The registry's beat interval for ``stall_timeout``: ``interval`` if given (a stall timeout
+    shorter than two beats raises :class:`ValueError`), else 5 s, or half the stall timeout when
+    that is shorter, so a stall always shows within one beat of the timeout."""
+    if interval is None:
+        return DEFAULT_INTERVAL if stall_timeout <= 0 else min(DEFAULT_INTERVAL, stall_timeout / 2)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval < 3600:
+        raise ValueError(f"registry_interval must be a number of seconds in (0, 3600), got {interval!r}")
+    if stall_timeout < 2 * interval:
+        raise ValueError(
+            f"stall_timeout ({stall_timeout:g} s) must be at least two registry beats "
+            f"(2 x registry_interval = {2 * interval:g} s): a record is up to one beat old, so a shorter "
+            "stall timeout cannot be judged; raise the stall timeout or lower registry_interval"
+        )
+    return float(interval)
 
 
 class Progress:
@@ -106,10 +159,17 @@ class Progress:
 class WorkerRegistry:
     """Registers one running worker; never raises (a registry outage must not stop a worker)."""
 
-    def __init__(self, broker: Any, worker: Any, *, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(
+        self,
+        broker: Any,
+        worker: Any,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        redis_url: str | None = None,
+    ) -> None:
         self.broker = broker
         self.interval = interval
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(worker):x}"
+        self.worker_id = worker_id_of(worker)
         # Worker(queues=...) / `dramatiq --queues` keep the subset as consumer_whitelist (None: all).
         queues = getattr(worker, "consumer_whitelist", None) or broker.get_declared_queues()
         self.record: dict[str, Any] = {
@@ -120,8 +180,17 @@ class WorkerRegistry:
         }
         self.progress = Progress(self.record["threads"])
         self.in_hand = InHand(broker, worker)
+        self._redis_url = redis_url
+        self._store: RegistryStore | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def store(self) -> RegistryStore | None:
+        """The store this worker writes to, chosen on first use (``None``: no store for this broker)."""
+        if self._store is None:
+            self._store = store_for_broker(self.broker, redis_url=self._redis_url)
+        return self._store
 
     def worker_started(self) -> None:
         if self._thread is not None:
@@ -133,43 +202,40 @@ class WorkerRegistry:
     def worker_stopped(self) -> None:
         self._stop.set()
         try:
-            client, namespace = _redis(self.broker)
-            if client is not None:
-                client.hdel(redis_key(namespace), self.worker_id)
-            elif self.broker in memory_registry:
-                memory_registry[self.broker].pop(self.worker_id, None)
+            store = self.store
+            if store is not None:
+                store.delete(self.worker_id)
         except Exception:
             _logger.debug("Worker registry: could not remove %s", self.worker_id, exc_info=True)
 
     def _beat(self) -> None:
         beats = 0
-        while not self._stop.wait(self.interval):
-            beats += 1
-            self._write(prune=beats % max(1, int(60 / self.interval)) == 0)
+        try:
+            while not self._stop.wait(self.interval):
+                beats += 1
+                self._write(prune=beats % max(1, int(60 / self.interval)) == 0)
+        finally:  # e.g. the Django store's connection of this thread
+            close = getattr(self._store, "close_thread", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    _logger.debug("Worker registry: could not close the store", exc_info=True)
 
     def _write(self, *, prune: bool = True) -> None:
-        now = time.time()
-        record = {
-            **self.record,
-            **self.progress.fields(),
-            "in_hand": self.in_hand.entries(),
-            "last_seen": now,
-        }
+        """One beat: the record, with ``last_seen`` the time its progress fields were taken at (the
+        readers judge a stall on ``last_seen - busy_since``: what the record itself proves)."""
+        progress = self.progress.fields()
+        in_hand = self.in_hand.entries()
+        now = time.time()  # after the progress: busy_since <= last_seen
+        record = {**self.record, **progress, "in_hand": in_hand, "last_seen": now, "interval": self.interval}
         try:
-            client, namespace = _redis(self.broker)
-            if client is not None:
-                key = redis_key(namespace)
-                client.hset(key, self.worker_id, json.dumps(record))
-                if prune:
-                    old = [
-                        worker_id
-                        for worker_id, raw in client.hgetall(key).items()
-                        if (decode_record(raw) or {}).get("last_seen", 0) < now - FORGET_AFTER
-                    ]
-                    if old:
-                        client.hdel(key, *old)
-            elif _is_stub(self.broker):
-                memory_registry.setdefault(self.broker, {})[self.worker_id] = record
+            store = self.store
+            if store is None:
+                return
+            store.beat(self.worker_id, record, now)
+            if prune:
+                store.prune(now - FORGET_AFTER)
         except Exception:
             _logger.debug("Worker registry: could not write %s", self.worker_id, exc_info=True)
 
@@ -178,13 +244,23 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
     """Keep the worker registry of this broker up to date.
 
     Parameters:
-      interval(float): Seconds between two beats of a running worker (default 5).
+      interval(float): Seconds between two beats of a running worker (default:
+        ``OTEL_PYTHON_DRAMATIQ_REGISTRY_INTERVAL``, else 5).
+      redis_url(str): A Redis for the registry beside any broker (default:
+        ``OTEL_PYTHON_DRAMATIQ_REGISTRY_REDIS_URL``; see :mod:`.registry_store` for the choice).
     """
 
-    def __init__(self, *, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(self, *, interval: float | None = None, redis_url: str | None = None) -> None:
+        if interval is None:
+            raw = os.environ.get(INTERVAL_VARIABLE, "").strip()
+            try:
+                interval = float(raw) if raw else DEFAULT_INTERVAL
+            except ValueError:
+                raise ValueError(f"{INTERVAL_VARIABLE} must be a number of seconds, got {raw!r}") from None
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         self.interval = float(interval)
+        self.redis_url = redis_url
         self._registries: dict[int, WorkerRegistry] = {}
         #: id of a worker's work queue -> its progress. Message hooks do not name the worker, but each
         #: worker thread keeps its worker's ``work_queue``; mapped before the threads start, as a
@@ -205,7 +281,7 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         try:
             if id(worker) not in self._registries:
                 registry = self._registries[id(worker)] = WorkerRegistry(
-                    broker, worker, interval=self.interval
+                    broker, worker, interval=self.interval, redis_url=self.redis_url
                 )
                 self._progress[id(worker.work_queue)] = registry.progress
                 registry.in_hand.held, registry.in_hand.args_limit = self.in_hand, self.args_limit
@@ -267,18 +343,3 @@ class WorkerRegistryMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         progress = self._progress.get(id(getattr(threading.current_thread(), "work_queue", None)))
         self._by_thread[ident] = progress
         return progress
-
-
-def _redis(broker: Any) -> tuple[Any, str]:
-    """(client, namespace) of a RedisBroker, or (None, "")."""
-    namespace = getattr(broker, "namespace", None)
-    client = getattr(broker, "client", None)
-    if isinstance(namespace, str) and client is not None and hasattr(client, "hset"):
-        return client, namespace
-    return None, ""
-
-
-def _is_stub(broker: Any) -> bool:
-    from dramatiq.brokers.stub import StubBroker
-
-    return isinstance(broker, StubBroker)

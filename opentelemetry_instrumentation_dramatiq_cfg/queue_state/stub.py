@@ -15,7 +15,6 @@ from typing import Any
 from dramatiq.common import dq_name
 
 from .base import BrokerReader, BrokerSnapshot, QueueStats, age, canonical_queues, waiting_since
-from .registry import memory_registry
 
 
 class StubQueueState(BrokerReader):
@@ -45,11 +44,10 @@ class StubQueueState(BrokerReader):
                     oldest_age=0.0 if head is None else age(waiting_since(head), now),
                 )
             )
-        workers = tuple(
-            self.worker(worker_id, record, now)
-            for worker_id, record in sorted(memory_registry.get(self.broker, {}).items())
-        )
-        return BrokerSnapshot("stub", tuple(queues), workers)
+        workers, error = self.workers(now)
+        store = self.store.name if self.store is not None else None
+        meta = {} if error is None else {"registry_error": error}
+        return BrokerSnapshot("stub", tuple(queues), workers, error is None, meta=meta, store=store)
 
     def ping(self) -> bool:
         return True
